@@ -1,0 +1,96 @@
+"""Task registry: the short names the CLI uses, their gymnasium ids, configs and scripted experts.
+
+Registering with gymnasium happens when ``envs`` is imported; the MuJoCo scene is only loaded when an env
+is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+
+from envs.experts import PickCubeExpert
+from envs.panda_pick_cube import PandaPickCubeConfig
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One task: how to build its env, its config and its scripted expert."""
+
+    name: str
+    """Short CLI name, e.g. "pick-cube"."""
+    gym_id: str
+    """gymnasium id, e.g. "robot/PandaPickCube-v0"."""
+    config_cls: type
+    """Config dataclass passed to the env as ``config=``."""
+    expert_cls: type
+    """Scripted expert: ``expert_cls(noise_std=..., seed=...)`` or ``expert_cls.from_config(config, noise_std,
+    seed)``, then ``reset()`` per episode and ``expert(obs) -> action``."""
+    max_episode_steps: int
+    """Episode length enforced by gymnasium's TimeLimit (time-outs are truncations)."""
+    description: str
+    """One line for ``robot tasks`` and help texts."""
+    entry_point: str
+    """"module:Class" of the env, imported lazily by gymnasium."""
+
+
+TASKS: dict[str, TaskSpec] = {
+    spec.name: spec
+    for spec in (
+        TaskSpec(
+            name="pick-cube",
+            gym_id="robot/PandaPickCube-v0",
+            config_cls=PandaPickCubeConfig,
+            expert_cls=PickCubeExpert,
+            max_episode_steps=100,
+            description="Panda lifts a 4.5 cm cube 5 cm off a table; 10 Hz tool-frame deltas + gripper.",
+            entry_point="envs.panda_pick_cube:PandaPickCubeEnv",
+        ),
+    )
+}
+
+
+def task_names() -> list[str]:
+    """Short names of all tasks, sorted."""
+    return sorted(TASKS)
+
+
+def get_task(name: str) -> TaskSpec:
+    """Task by short name or gymnasium id; an unknown name raises ValueError listing the known ones."""
+    if name in TASKS:
+        return TASKS[name]
+    for spec in TASKS.values():
+        if spec.gym_id == name:
+            return spec
+    raise ValueError(f"unknown task '{name}'; known tasks: {', '.join(task_names())}")
+
+
+def register_all() -> None:
+    """Register every task with gymnasium (idempotent)."""
+    for spec in TASKS.values():
+        if spec.gym_id not in gym.registry:
+            gym.register(id=spec.gym_id, entry_point=spec.entry_point, max_episode_steps=spec.max_episode_steps)
+
+
+def make(name: str, config: Any = None, render_mode: str | None = None) -> gym.Env:
+    """Build a task's env wrapped in its TimeLimit; ``config`` defaults to the task's config class."""
+    spec = get_task(name)
+    if config is not None and not isinstance(config, spec.config_cls):
+        raise TypeError(
+            f"config for task '{spec.name}' must be a {spec.config_cls.__name__}, got {type(config).__name__}"
+        )
+    register_all()
+    return gym.make(spec.gym_id, config=config, render_mode=render_mode)
+
+
+def make_expert(name: str, noise_std: float, seed: int, config: Any = None) -> Any:
+    """The task's scripted expert with Gaussian action noise ``noise_std`` and its own RNG ``seed``.
+
+    Pass the env's ``config`` when it is not the default (e.g. ``rotation=True`` or another action scale).
+    """
+    spec = get_task(name)
+    if config is None:
+        return spec.expert_cls(noise_std=noise_std, seed=seed)
+    return spec.expert_cls.from_config(config, noise_std=noise_std, seed=seed)
