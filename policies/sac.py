@@ -1,0 +1,290 @@
+"""SAC in the RLPD / SERL recipe, readable top to bottom.
+
+Recipe (reference: SERL `agents/continuous/sac.py`, RLPD, REDQ):
+- actor and critics are MLPs with LayerNorm before a tanh activation (also after the last hidden layer);
+- a critic ensemble of E members evaluated in one batched matmul per layer (weights stacked as
+  (E, in, out)), each member with its own output head; the bootstrap target takes the min over a random
+  subset of M members (REDQ; M = E gives the plain clipped double-Q min);
+- no entropy term in the target by default (`backup_entropy=False`, as SERL);
+- actor loss uses the ensemble *mean* Q; temperature starts at 1e-2 with target entropy -|A|/2;
+- update-to-data ratio k: per environment step the critic takes k gradient steps on k fresh batches,
+  the actor and the temperature one (RLPD's `update` with `utd_ratio`), all from one pre-sampled block;
+- time-outs bootstrap: only `terminated` zeroes the next-state value.
+
+Actions live in [-1, 1]^A (tanh-squashed Gaussian); the caller rescales to the env's bounds.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from robot.core.checkpoint import optimizer_state_from_tensors, optimizer_state_to_tensors
+from robot.core.compile import CompileMode, compile_step
+from robot.core.optim import OptimConfig, Updater, polyak_update
+
+
+@dataclass
+class SACConfig:
+    """Hyperparameters of the SAC / RLPD learner."""
+
+    hidden_dims: tuple[int, ...] = (256, 256)
+    """Hidden layer widths of actor and critics (SERL: 256, 256)."""
+    num_critics: int = 10
+    """Critic ensemble size E (SERL: 10, HIL-SERL: 2)."""
+    num_subsample: int = 2
+    """Members in the target min (REDQ M; set equal to num_critics for a min over all)."""
+    discount: float = 0.99
+    """Discount factor gamma (SERL: 0.99 state tasks, 0.96-0.98 pixel/real tasks)."""
+    tau: float = 0.005
+    """Polyak rate of the target critics per critic step."""
+    init_temperature: float = 1e-2
+    """Initial entropy temperature alpha (SERL/RLPD: 1e-2)."""
+    target_entropy: float | None = None
+    """Target policy entropy; None means -|A|/2 (SERL)."""
+    backup_entropy: bool = False
+    """Subtract alpha * log pi(a'|s') in the critic target (SERL: off)."""
+    utd_ratio: int = 1
+    """Critic gradient steps per environment step (actor and temperature take one)."""
+    batch_size: int = 256
+    """Rows per gradient step (with demos: half online, half demo)."""
+    log_std_min: float = -5.0
+    """Lower clamp of the policy log standard deviation."""
+    log_std_max: float = 2.0
+    """Upper clamp of the policy log standard deviation."""
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    """Adam settings shared by actor, critics and temperature."""
+    compile: CompileMode = CompileMode.NONE
+    """Opt-in compiled update step: 'compile' (torch.compile) or 'cuda-graph' (GPU only)."""
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_subsample <= self.num_critics:
+            raise ValueError(
+                f"num_subsample: expected 1..num_critics ({self.num_critics}), got {self.num_subsample}"
+            )
+        if self.utd_ratio < 1:
+            raise ValueError(f"utd_ratio: expected >= 1 critic step per env step, got {self.utd_ratio}")
+        if not 0 < self.discount <= 1:
+            raise ValueError(f"discount: expected a value in (0, 1], got {self.discount}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+# ---------------------------------------------------------------------------------------------
+def mlp(in_dim: int, hidden_dims: tuple[int, ...]) -> nn.Sequential:
+    """Linear -> LayerNorm -> tanh per hidden layer (the last one activated too, as SERL)."""
+    layers: list[nn.Module] = []
+    for width in hidden_dims:
+        layers += [nn.Linear(in_dim, width), nn.LayerNorm(width), nn.Tanh()]
+        in_dim = width
+    return nn.Sequential(*layers)
+
+
+class EnsembleLinear(nn.Module):
+    """E independent linear layers applied in one batched matmul: (E, B, in) -> (E, B, out)."""
+
+    def __init__(self, num_members: int, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        bound = 1.0 / math.sqrt(in_dim)  # nn.Linear's default init, per member
+        self.weight = nn.Parameter(torch.empty(num_members, in_dim, out_dim).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.empty(num_members, 1, out_dim).uniform_(-bound, bound))
+
+    def forward(self, x: torch.Tensor, detach: bool = False, members: torch.Tensor | None = None) -> torch.Tensor:
+        w, b = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
+        if members is not None:  # evaluate only these members (e.g. the REDQ target subset)
+            w, b = w[members], b[members]
+        if x.dim() == 2:  # the same input for every member: one (B, in) x (in, E*out) GEMM
+            e, i, o = w.shape
+            out = x @ w.transpose(0, 1).reshape(i, e * o)  # (B, E*out)
+            return out.view(x.shape[0], e, o).transpose(0, 1) + b  # (E, B, out)
+        return torch.baddbmm(b, x, w)  # (E, B, in) @ (E, in, out) + (E, 1, out)
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm over features with a separate affine per member."""
+
+    def __init__(self, num_members: int, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.weight = nn.Parameter(torch.ones(num_members, 1, dim))
+        self.bias = nn.Parameter(torch.zeros(num_members, 1, dim))
+
+    def forward(self, x: torch.Tensor, detach: bool = False, members: torch.Tensor | None = None) -> torch.Tensor:
+        w, b = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
+        if members is not None:
+            w, b = w[members], b[members]
+        return torch.addcmul(b, F.layer_norm(x, (self.dim,)), w)
+
+
+class CriticEnsemble(nn.Module):
+    """E Q-functions Q_e(s, a), each with its own trunk and head; returns (E, B)."""
+
+    def __init__(self, obs_dim: int, action_dim: int, hidden_dims: tuple[int, ...], num_members: int) -> None:
+        super().__init__()
+        dims = (obs_dim + action_dim, *hidden_dims)
+        pairs = zip(dims[:-1], dims[1:], strict=True)
+        self.linears = nn.ModuleList(EnsembleLinear(num_members, a, b) for a, b in pairs)
+        self.norms = nn.ModuleList(EnsembleLayerNorm(num_members, d) for d in hidden_dims)
+        self.head = EnsembleLinear(num_members, dims[-1], 1)
+
+    def forward(
+        self,
+        obs: torch.Tensor,
+        action: torch.Tensor,
+        detach_params: bool = False,
+        members: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Q-values (E, B), or (len(members), B) for a subset of members.
+
+        `detach_params` lets gradients reach the action only (the actor loss), not critic weights, which
+        skips the weight-gradient GEMMs.
+        """
+        x = torch.cat([obs, action], dim=-1)  # (B, obs+act)
+        for linear, norm in zip(self.linears, self.norms, strict=True):
+            x = torch.tanh(norm(linear(x, detach_params, members), detach_params, members))  # (E, B, h)
+        return self.head(x, detach_params, members).squeeze(-1)  # (E, B)
+
+
+class TanhGaussianActor(nn.Module):
+    """pi(a|s) = tanh(N(mu(s), sigma(s))), with the change-of-variables log-probability."""
+
+    def __init__(self, obs_dim: int, action_dim: int, config: SACConfig) -> None:
+        super().__init__()
+        self.trunk = mlp(obs_dim, config.hidden_dims)
+        self.head = nn.Linear(config.hidden_dims[-1], 2 * action_dim)
+        self.log_std_min, self.log_std_max = config.log_std_min, config.log_std_max
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mean, log_std = self.head(self.trunk(obs)).chunk(2, dim=-1)
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def sample(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reparameterised action in (-1, 1) and its log-probability (B,)."""
+        mean, log_std = self(obs)
+        eps = torch.randn_like(mean)
+        u = mean + log_std.exp() * eps
+        # log N(u) - sum log(1 - tanh(u)^2), the latter written stably as 2(log 2 - u - softplus(-2u)).
+        log_prob = (-0.5 * eps.square() - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+        log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
+        return torch.tanh(u), log_prob
+
+
+# ---------------------------------------------------------------------------------------------
+# Learner
+# ---------------------------------------------------------------------------------------------
+class SACAgent:
+    """Actor, critic ensemble, target critics and temperature, with their updaters."""
+
+    def __init__(self, obs_dim: int, action_dim: int, config: SACConfig, device: torch.device) -> None:
+        self.config, self.device = config, device
+        self.actor = TanhGaussianActor(obs_dim, action_dim, config).to(device)
+        self.critic = CriticEnsemble(obs_dim, action_dim, config.hidden_dims, config.num_critics).to(device)
+        self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
+        self.log_alpha = torch.tensor(math.log(config.init_temperature), device=device, requires_grad=True)
+        self.target_entropy = (
+            -action_dim / 2 if config.target_entropy is None else config.target_entropy
+        )
+        self.actor_updater = Updater(self.actor.parameters(), config.optim)
+        self.critic_updater = Updater(self.critic.parameters(), config.optim)
+        self.temperature_updater = Updater([self.log_alpha], config.optim)
+        self._critic_params = list(self.critic.parameters())
+        self._target_params = list(self.target_critic.parameters())
+        self._critic_loss = compile_step(self.critic_loss, config.compile, device)
+        self._actor_loss = compile_step(self.actor_loss, config.compile, device)
+
+    # -- acting --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def act(self, obs: np.ndarray, deterministic: bool = False) -> np.ndarray:
+        obs_t = torch.as_tensor(obs, dtype=torch.float32, device=self.device).unsqueeze(0)
+        action = torch.tanh(self.actor(obs_t)[0]) if deterministic else self.actor.sample(obs_t)[0]
+        return action[0].cpu().numpy()
+
+    # -- losses (pure functions of the batch: what `compile` captures) -------------------------
+    def critic_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        cfg = self.config
+        with torch.no_grad():
+            next_action, next_log_prob = self.actor.sample(batch["next_obs"])
+            # REDQ: min over a random subset of M target members; only those M are evaluated.
+            members = torch.randperm(cfg.num_critics, device=self.device)[: cfg.num_subsample]
+            next_q = self.target_critic(batch["next_obs"], next_action, members=members)  # (M, B)
+            next_v = next_q.min(dim=0).values  # (B,)
+            if cfg.backup_entropy:
+                next_v = next_v - self.log_alpha.exp() * next_log_prob
+            target = batch["reward"] + cfg.discount * (1.0 - batch["terminated"]) * next_v
+        q = self.critic(batch["obs"], batch["action"])  # (E, B)
+        # Mean over the batch, sum over members: each member regresses on the target at full scale.
+        loss = (q - target).square().mean(dim=1).sum()
+        return loss, {"train/critic_loss": loss.detach() / cfg.num_critics, "train/q_mean": q.detach().mean()}
+
+    def actor_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Returns the loss and log pi(a|s) of the sampled actions (the temperature step reuses them)."""
+        action, log_prob = self.actor.sample(batch["obs"])
+        q = self.critic(batch["obs"], action, detach_params=True).mean(dim=0)  # (B,)
+        return (self.log_alpha.exp().detach() * log_prob - q).mean(), log_prob.detach()
+
+    # -- updates -------------------------------------------------------------------------------
+    def update_critic(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        loss, metrics = self._critic_loss(batch)
+        self.critic_updater.update(loss)
+        polyak_update(self._target_params, self._critic_params, self.config.tau)
+        return metrics
+
+    def update_actor(self, batch: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+        loss, log_prob = self._actor_loss(batch)
+        self.actor_updater.update(loss)
+        return {"train/actor_loss": loss.detach(), "train/entropy": -log_prob.mean()}, log_prob
+
+    def update_temperature(self, log_prob: torch.Tensor) -> dict[str, torch.Tensor]:
+        loss = -(self.log_alpha.exp() * (log_prob + self.target_entropy)).mean()
+        self.temperature_updater.update(loss)
+        return {"train/temperature": self.log_alpha.detach().exp(), "train/temperature_loss": loss.detach()}
+
+    def update(self, block: dict[str, np.ndarray | torch.Tensor]) -> dict[str, torch.Tensor]:
+        """One environment step's worth of learning: `utd_ratio` critic steps, one actor/temperature step.
+
+        `block` holds utd_ratio * batch_size rows (see `MixedSampler.sample(batch, num_batches=utd)`);
+        critic step k uses rows [k*B, (k+1)*B), the actor and temperature the last B rows.
+        """
+        b, utd = self.config.batch_size, self.config.utd_ratio
+        if len(block["obs"]) != b * utd:
+            raise ValueError(f"update: expected utd_ratio*batch_size = {b * utd} rows, got {len(block['obs'])}")
+        block = to_tensors(block, self.device)
+        for k in range(utd):
+            metrics = self.update_critic({key: v[k * b : (k + 1) * b] for key, v in block.items()})
+        actor_metrics, log_prob = self.update_actor({key: v[-b:] for key, v in block.items()})
+        return {**metrics, **actor_metrics, **self.update_temperature(log_prob)}
+
+    # -- checkpoints ---------------------------------------------------------------------------
+    def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
+        """All weights and optimizer state as a flat tensor dict + JSON layout of optimizer states."""
+        tensors = {f"actor.{k}": v for k, v in self.actor.state_dict().items()}
+        tensors |= {f"critic.{k}": v for k, v in self.critic.state_dict().items()}
+        tensors |= {f"target_critic.{k}": v for k, v in self.target_critic.state_dict().items()}
+        tensors["log_alpha"] = self.log_alpha.detach()
+        layout = {}
+        for name, updater in self._updaters().items():
+            opt_tensors, layout[name] = optimizer_state_to_tensors(updater.state_dict(), prefix=f"optim.{name}")
+            tensors |= opt_tensors
+        return tensors, layout
+
+    def load_state_tensors(self, tensors: dict[str, torch.Tensor], layout: dict) -> None:
+        modules = {"actor": self.actor, "critic": self.critic, "target_critic": self.target_critic}
+        for prefix, module in modules.items():
+            module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
+        with torch.no_grad():
+            self.log_alpha.copy_(tensors["log_alpha"])
+        for name, updater in self._updaters().items():
+            updater.load_state_dict(optimizer_state_from_tensors(tensors, layout[name]))
+
+    def _updaters(self) -> dict[str, Updater]:
+        return {"actor": self.actor_updater, "critic": self.critic_updater, "temperature": self.temperature_updater}
+
+
+def to_tensors(batch: dict[str, np.ndarray | torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in batch.items()}

@@ -1,0 +1,258 @@
+"""The `robot` command (also `python -m robot`).
+
+    robot tasks                              list registered tasks and their spaces
+    robot collect-demos TASK -n N --out DIR  scripted expert demos into an episode store
+    robot train TASK [--key value ...]       train (options: robot train TASK --help)
+    robot train --resume RUN_DIR             continue a run from its last checkpoint
+    robot eval RUN_DIR [--episodes N]        evaluate a run's latest checkpoint
+
+Errors in the command line exit with status 2 and one line naming the bad value and what is accepted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from robot.config import ConfigError, apply_overrides, describe_type, flat_fields
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CommandLineError(Exception):
+    """Bad command-line input; reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one clear line instead of usage + message
+        message = message.replace("unrecognized arguments:", "unknown option(s):")
+        raise CommandLineError(f"{message} (see '{self.prog} --help')")
+
+
+# ---------------------------------------------------------------------------------------------
+# robot tasks
+# ---------------------------------------------------------------------------------------------
+def cmd_tasks(_args: argparse.Namespace) -> int:
+    import envs
+
+    table = Table(title="registered tasks", title_justify="left")
+    for col in ("task", "gym id", "observation", "action", "steps", "description"):
+        table.add_column(col)
+    for name in envs.task_names():
+        spec = envs.get_task(name)
+        env = envs.make(name)
+        table.add_row(name, spec.gym_id, _space(env.observation_space), _space(env.action_space),
+                      str(spec.max_episode_steps), spec.description)
+        env.close()
+    console.print(table)
+    return 0
+
+
+def _space(space) -> str:
+    shape = getattr(space, "shape", None)
+    return f"{type(space).__name__}{tuple(shape) if shape is not None else ''}"
+
+
+# ---------------------------------------------------------------------------------------------
+# robot train
+# ---------------------------------------------------------------------------------------------
+def _train_parser(config) -> _Parser:
+    parser = _Parser(
+        prog="robot train",
+        description="Train SAC/RLPD on a task. Every config field is an option; defaults include the task preset.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("task", nargs="?", help="task name (robot tasks lists them)")
+    parser.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    for key, (tp, value, doc) in flat_fields(config).items():
+        if key == "task":
+            continue
+        shown = ",".join(map(str, value)) if isinstance(value, tuple) else getattr(value, "value", value)
+        names = [f"--{key}"] + ([f"--{key.replace('_', '-')}"] if "_" in key else [])
+        parser.add_argument(
+            *names, dest=key, default=argparse.SUPPRESS, metavar=describe_type(tp).upper().split()[0],
+            help=f"{doc} [{describe_type(tp)}; default: {shown}]",
+        )
+    return parser
+
+
+def _task_from_argv(argv: list[str]) -> str | None:
+    for token in argv:
+        if not token.startswith("-"):
+            return token
+        if token == "--resume":
+            return None
+    return None
+
+
+def cmd_train(argv: list[str]) -> int:
+    import envs
+    from robot.presets import default_config
+    from robot.run_dir import create_run_dir, load_config, save_config
+
+    task = _task_from_argv(argv)
+    if task is not None:
+        try:
+            envs.get_task(task)
+        except ValueError as err:
+            raise CommandLineError(str(err)) from None
+    config = default_config(task or "pick-cube")
+    args = vars(_train_parser(config).parse_args(argv))
+    resume_dir = args.pop("resume", None)
+    args.pop("task", None)
+    if resume_dir is not None:
+        if task is not None:
+            raise CommandLineError("--resume takes the task from the run folder; drop the task name")
+        run_dir = Path(resume_dir)
+        config = load_config(run_dir)
+        extra = {k: v for k, v in args.items() if k != "total_env_steps"}
+        if extra:
+            raise CommandLineError(f"--resume accepts only --total_env_steps as an override, got {sorted(extra)}")
+        config = apply_overrides(config, args)
+        save_config(run_dir, config)
+    else:
+        if task is None:
+            raise CommandLineError("missing TASK; known tasks: " + ", ".join(envs.task_names()))
+        config = apply_overrides(config, args)
+        run_dir = create_run_dir(config.run_root, config.task, config.name)
+        save_config(run_dir, config)
+    return _run_training(config, run_dir, resume=resume_dir is not None)
+
+
+def _run_training(config, run_dir: Path, resume: bool) -> int:
+    from robot.plots import plot_learning_curve
+    from robot.progress import RichReporter, key_value_table
+    from robot.train import Trainer
+
+    console.print(f"[bold]run folder[/] {run_dir}")
+    reporter = RichReporter(console)
+    trainer = Trainer(config, run_dir, reporter)
+    console.print(
+        f"task {config.task} | device {trainer.device} | {config.total_env_steps} env steps | "
+        f"UTD {config.agent.utd_ratio} | {config.agent.num_critics} critics | {config.num_demos} demos"
+    )
+    start = time.perf_counter()
+    summary = trainer.run(resume=resume)
+    wall = time.perf_counter() - start
+    curve = plot_learning_curve(run_dir, title=f"{config.task} ({run_dir.name})")
+    final, best = summary["final_success_rate"], summary["best_success_rate"]
+    console.print(key_value_table("summary", {
+        "final eval success": "-" if final is None else f"{final:.0%}",
+        "best eval success": "-" if best is None else f"{best:.0%} at step {summary['best_at_step']}",
+        "final eval return": summary["final_return"],
+        "env steps": summary["env_steps"],
+        "gradient updates": summary["updates"],
+        "episodes": summary["episodes"],
+        "wall time": f"{wall / 60:.1f} min" + (" (this session)" if resume else ""),
+        "curve": str(curve),
+        "resume with": f"robot train --resume {run_dir}",
+    }))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# robot eval
+# ---------------------------------------------------------------------------------------------
+def cmd_eval(args: argparse.Namespace) -> int:
+    from policies.sac import SACAgent
+    from robot.core.checkpoint import atomic_write_text, latest_checkpoint, load_state
+    from robot.core.device import resolve_device
+    from robot.progress import key_value_table
+    from robot.run_dir import load_config
+    from robot.train import evaluate
+
+    run_dir = Path(args.run_dir)
+    config = load_config(run_dir)
+    ckpt = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run_dir / "checkpoints")
+    if ckpt is None or not (ckpt / "agent.safetensors").is_file():
+        raise CommandLineError(f"{run_dir}: no committed checkpoint to evaluate (expected checkpoints/step_N/)")
+    import envs
+
+    env = envs.make(config.task, config.env)
+    device = resolve_device(config.device)
+    agent = SACAgent(env.observation_space.shape[0], env.action_space.shape[0], config.agent, device)
+    env.close()
+    tensors, layout = load_state(ckpt, "agent")
+    agent.load_state_tensors({k: v.to(device) for k, v in tensors.items()}, layout)
+    result = evaluate(agent, config.task, config.env, args.seed if args.seed is not None else config.seed + 1000,
+                      args.episodes)
+    out = {"checkpoint": ckpt.name, "episodes": args.episodes, **result}
+    atomic_write_text(run_dir / f"eval_{ckpt.name}.json", json.dumps(out, indent=2) + "\n")
+    console.print(key_value_table(f"eval of {run_dir.name} / {ckpt.name}", {
+        "success rate": f"{result['eval/success_rate']:.0%}",
+        "mean return": result["eval/return"],
+        "mean episode length": result["eval/episode_length"],
+        "episodes": args.episodes,
+    }))
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# robot collect-demos
+# ---------------------------------------------------------------------------------------------
+def cmd_collect_demos(args: argparse.Namespace) -> int:
+    import envs
+    from robot.demos import collect_demos
+
+    spec = envs.get_task(args.task)
+    if args.n <= 0:
+        raise CommandLineError(f"-n: expected a positive number of episodes, got {args.n}")
+    out = Path(args.out or f"demos/{spec.name}")
+    demos = collect_demos(spec.name, args.n, args.noise, args.seed)
+    from robot.demo_store import write_demos
+
+    write_demos(out, spec, demos, noise_std=args.noise)
+    lengths = [len(d) for d in demos]
+    console.print(f"wrote {len(demos)} successful {spec.name} demos to {out} "
+                  f"(mean length {sum(lengths) / len(lengths):.1f} steps)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+def _main_parser() -> _Parser:
+    parser = _Parser(prog="robot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.add_parser("tasks", help="list registered tasks")
+    demos = sub.add_parser("collect-demos", help="record scripted expert demos into an episode store")
+    demos.add_argument("task")
+    demos.add_argument("-n", type=int, required=True, help="number of successful episodes")
+    demos.add_argument("--out", help="episode store folder (default: demos/TASK)")
+    demos.add_argument("--noise", type=float, default=0.1, help="expert action noise std (default: 0.1)")
+    demos.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    sub.add_parser("train", help="train a policy (robot train TASK --help)", add_help=False)
+    ev = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
+    ev.add_argument("run_dir")
+    ev.add_argument("--episodes", type=int, default=50, help="episodes (default: 50)")
+    ev.add_argument("--checkpoint", help="a specific checkpoint folder (default: the latest)")
+    ev.add_argument("--seed", type=int, default=None, help="episode seed base (default: run seed + 1000)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        if argv and argv[0] == "train":
+            return cmd_train(argv[1:])
+        args = _main_parser().parse_args(argv)
+        if args.command is None:
+            _main_parser().print_help()
+            return 2
+        handlers = {"tasks": cmd_tasks, "eval": cmd_eval, "collect-demos": cmd_collect_demos}
+        return handlers[args.command](args)
+    except (CommandLineError, ConfigError, ValueError, FileNotFoundError) as err:
+        err_console.print(f"[red]error:[/] {err}", highlight=False, soft_wrap=True)
+        return 2
+    except KeyboardInterrupt:
+        err_console.print("interrupted; resume with 'robot train --resume RUN_DIR'")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Per-task presets: deltas over the `TrainConfig` defaults, in dotted keys (never full copies)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from robot.config import apply_overrides
+from robot.train import TrainConfig
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # Sized so the default run fits a 2-core CPU in under 15 minutes (see README).
+    "pick-cube": {
+        "total_env_steps": 12_000,
+        "random_steps": 0,
+        "learning_starts": 500,
+        "eval_every": 2_000,
+        "agent.num_critics": 10,
+        "agent.num_subsample": 2,
+        "agent.utd_ratio": 2,
+    },
+}
+
+
+def default_config(task: str) -> TrainConfig:
+    """The task's preset applied over the defaults, with the task's own env config."""
+    import envs
+
+    spec = envs.get_task(task)
+    config = TrainConfig(task=spec.name, env=spec.config_cls())
+    return apply_overrides(config, PRESETS.get(spec.name, {}))
