@@ -58,10 +58,14 @@ class TrainConfig:
     """Scripted expert demonstrations put in the demo buffer; 0 disables demos."""
     demo_noise: float = 0.1
     """Std of the Gaussian noise injected into the expert's actions."""
+    demo_store: str = ""
+    """Episode store with demos (from `robot collect-demos`); empty: collect num_demos with the expert."""
     demo_ratio: float = 0.5
     """Share of each batch drawn from demos (RLPD symmetric sampling: 0.5)."""
     replay_capacity: int = 1_000_000
     """Online replay buffer size in transitions."""
+    demo_capacity: int = 100_000
+    """Demo buffer size in transitions."""
     eval_every: int = 2_000
     """Evaluate the deterministic policy every this many environment steps."""
     eval_episodes: int = 20
@@ -145,9 +149,9 @@ class Trainer:
         act_dim = self.action_low.shape[0]
         self.agent = SACAgent(obs_dim, act_dim, config.agent, self.device)
         self.online = ReplayBuffer(obs_dim, act_dim, config.replay_capacity, seed=config.seed)
-        self.demos = ReplayBuffer(obs_dim, act_dim, max(1, config.num_demos * 200), seed=config.seed + 1)
+        self.demos = ReplayBuffer(obs_dim, act_dim, config.demo_capacity, seed=config.seed + 1)
         ratios = {"online": 1.0 - config.demo_ratio, "demo": config.demo_ratio}
-        if config.num_demos == 0:
+        if config.num_demos == 0 and not config.demo_store:
             ratios = {"online": 1.0, "demo": 0.0}
         self.sampler = MixedSampler({"online": self.online, "demo": self.demos}, ratios, seed=config.seed + 2)
         self.explore_rng = np.random.default_rng(config.seed + 3)
@@ -169,6 +173,14 @@ class Trainer:
     # -- demos ---------------------------------------------------------------------------------
     def load_demos(self) -> None:
         cfg = self.config
+        if cfg.demo_store:
+            from robot.demo_store import read_demo_transitions
+
+            demo = read_demo_transitions(Path(cfg.demo_store), cfg.task)
+            self.demos.add_many(demo["obs"], self.to_agent_action(demo["action"]), demo["reward"],
+                                demo["next_obs"], demo["terminated"])
+            self.reporter.message(f"{len(self.demos)} demo transitions from {cfg.demo_store}")
+            return
         if cfg.num_demos == 0:
             return
         for ep in collect_demos(cfg.task, cfg.num_demos, cfg.demo_noise, cfg.seed, cfg.env):

@@ -1,0 +1,64 @@
+"""Demos in the episode store: `robot collect-demos` writes them, `robot train --demo_store` reads them.
+
+State tasks store their flat observation as `observation/state`; each episode is committed (and so
+durable) as soon as it is written, so an interrupted collection keeps every finished demo.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from data.episode_store import EpisodeStore
+from data.schema import EpisodeMetadata, FieldSpec, Source, StoreSchema
+from robot.demos import Episode
+
+STATE_KEY = "state"
+
+
+def write_demos(path: Path, spec, demos: list[Episode], noise_std: float) -> int:
+    """Append `demos` to the store at `path` (created if missing); returns the store's episode count."""
+    path = Path(path)
+    obs_dim, act_dim = demos[0].obs.shape[1], demos[0].action.shape[1]
+    if (path / "zarr.json").exists():
+        store = EpisodeStore.open(path, mode="a")
+    else:
+        schema = StoreSchema(
+            observation={STATE_KEY: FieldSpec((obs_dim,), "float32")}, action=FieldSpec((act_dim,), "float32")
+        )
+        store = EpisodeStore.create(path, schema)
+    with store:
+        for ep in demos:
+            meta = EpisodeMetadata(
+                task=spec.name, robot="panda_sim", source=Source.DEMO, seed=ep.seed,
+                extra={"policy": "scripted_expert", "noise_std": noise_std},
+            )
+            with store.begin_episode(meta) as writer:
+                writer.extend({
+                    "observation": {STATE_KEY: ep.obs.astype(np.float32)},
+                    "action": ep.action.astype(np.float32),
+                    "reward": ep.reward.astype(np.float32),
+                    "terminated": ep.terminated,
+                    "truncated": ep.truncated,
+                })
+                writer.commit({STATE_KEY: ep.next_obs[-1].astype(np.float32)}, success=ep.success)
+        return len(store)
+
+
+def read_demo_transitions(path: Path, task: str) -> dict[str, np.ndarray]:
+    """Flat (obs, action, reward, next_obs, terminated) arrays of every demo episode of `task` in a store."""
+    with EpisodeStore.open(Path(path), mode="r") as store:
+        if STATE_KEY not in store.schema.observation:
+            raise ValueError(
+                f"{path}: expected a state observation '{STATE_KEY}' in the store, got {list(store.schema.observation)}"
+            )
+        episodes = [i for i in range(len(store)) if store.metadata(i).task == task]
+        if not episodes:
+            raise ValueError(f"{path}: no episodes of task '{task}' in the store")
+        t = store.load_transitions([STATE_KEY], episodes)
+    rows = t.observation[STATE_KEY]
+    return {
+        "obs": rows[t.obs_index], "action": t.action, "reward": t.reward,
+        "next_obs": rows[t.next_obs_index], "terminated": t.terminated,
+    }
