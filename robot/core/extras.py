@@ -15,7 +15,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "lm": ("transformers", "tokenizers"),
     "hardware": ("pyspacemouse",),
     "test": ("pytest", "hypothesis", "stable_baselines3", "h5py"),
-    "bench": ("stable_baselines3", "h5py"),
+    "bench": ("stable_baselines3", "h5py", "hdf5plugin"),
+    "hdf5": ("h5py",),
 }
 
 
