@@ -8,7 +8,9 @@ Two ways to keep the numbers current:
   pose, the factorised mass matrix and the bias forces in ``MjData`` are valid, and this class only reads
   them through views;
 - for a real arm, ``set_joint_state(q, dq)`` writes the measured joint state into a private ``MjData``
-  and runs just the MuJoCo stages the controllers need (no collision detection, no integration).
+  and runs just the MuJoCo stages the controllers need (no collision detection, no integration). When
+  the arm's firmware compensates gravity itself (a Panda through libfranka), build the model with
+  ``firmware_compensates_gravity=True``: ``bias_nm`` then holds the Coriolis/centrifugal torques only.
 
 Everything is preallocated; the per-tick methods allocate nothing.
 """
@@ -32,6 +34,8 @@ class RobotModel:
             is the case for a serial chain written in one MJCF subtree).
         actuator_names: optional torque actuators, one per joint, whose ``ctrlrange`` gives the torque
             limits [N*m].
+        firmware_compensates_gravity: real-arm path only (``set_joint_state``): leave gravity out of
+            ``bias_nm`` because the robot adds it to every command itself.
     """
 
     def __init__(
@@ -41,6 +45,7 @@ class RobotModel:
         site_name: str,
         joint_names: Sequence[str],
         actuator_names: Sequence[str] | None = None,
+        firmware_compensates_gravity: bool = False,
     ) -> None:
         self.model = model
         self.data = data
@@ -67,7 +72,12 @@ class RobotModel:
         # Views into MjData: contiguous slices, valid as long as ``data`` lives.
         self.q: np.ndarray = data.qpos[self.qpos_slice]
         self.dq: np.ndarray = data.qvel[self.dof_slice]
-        self.bias_nm: np.ndarray = data.qfrc_bias[self.dof_slice]
+        self.firmware_compensates_gravity = firmware_compensates_gravity
+        #: torques that cancel the arm's own dynamics at zero acceleration [N*m]: gravity + Coriolis (a view of
+        #: qfrc_bias), or Coriolis only (own array, filled by set_joint_state) when the firmware adds gravity.
+        self._qfrc_bias_arm = data.qfrc_bias[self.dof_slice]
+        self.bias_nm: np.ndarray = np.zeros(n) if firmware_compensates_gravity else self._qfrc_bias_arm
+        self._gravity_nm = np.zeros(n)
         self.site_pos_world: np.ndarray = data.site_xpos[self.site_id]
         self.site_xmat_world: np.ndarray = data.site_xmat[self.site_id]  # 9 values, row-major
 
@@ -82,6 +92,12 @@ class RobotModel:
         self._mass_arm = np.zeros((n, n))
         self._quat = np.zeros(4)
 
+        #: joint position limits [rad], (n, 2) lower/upper; +-inf for joints without a range.
+        self.joint_limits_rad = np.tile([-np.inf, np.inf], (n, 1))
+        for i, jid in enumerate(joint_ids):
+            if model.jnt_limited[jid]:
+                self.joint_limits_rad[i] = model.jnt_range[jid]
+
         self.torque_limits_nm: np.ndarray | None = None
         if actuator_names is not None:
             self.torque_limits_nm = self._torque_limits(list(actuator_names), dof_adr)
@@ -93,16 +109,25 @@ class RobotModel:
         Runs forward kinematics, COM positions, the composite-rigid-body mass matrix and its factorisation
         and the recursive Newton-Euler bias forces (gravity + Coriolis/centrifugal), i.e. the subset of
         ``mj_step1`` that the controllers read. Other joints (gripper, objects) keep their values.
+        With ``firmware_compensates_gravity`` the bias is evaluated twice, at rest and moving, and
+        ``bias_nm`` gets the difference: the Coriolis/centrifugal torques C(q, dq) dq.
         """
         m, d = self.model, self.data
         self.q[:] = q
-        self.dq[:] = dq
         mujoco.mj_kinematics(m, d)
         mujoco.mj_comPos(m, d)
         _make_mass_matrix(m, d)
         mujoco.mj_factorM(m, d)
+        if self.firmware_compensates_gravity:
+            self.dq[:] = 0.0
+            mujoco.mj_comVel(m, d)
+            mujoco.mj_rne(m, d, 0, d.qfrc_bias)
+            self._gravity_nm[:] = self._qfrc_bias_arm
+        self.dq[:] = dq
         mujoco.mj_comVel(m, d)
         mujoco.mj_rne(m, d, 0, d.qfrc_bias)
+        if self.firmware_compensates_gravity:
+            np.subtract(self._qfrc_bias_arm, self._gravity_nm, out=self.bias_nm)
 
     # ------------------------------------------------------------------------------------ kinematics
     def update_jacobian(self) -> np.ndarray:

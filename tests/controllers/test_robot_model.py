@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 
 from controllers.robot_model import RobotModel
-from envs.panda_pick_cube import ARM_ACTUATORS, ARM_JOINTS
-from tests.controllers.panda_arm import HOME_Q, make_arm
+from tests.controllers.panda_arm import ARM_ACTUATORS, ARM_JOINTS, HOME_Q, make_arm
 
 
 def test_published_forward_kinematics():
@@ -68,3 +67,28 @@ def test_bad_names_and_orders_are_rejected(arm):
         RobotModel(arm.model, arm.data, "tcp", ARM_JOINTS[::-1])
     with pytest.raises(ValueError, match="must drive joint 'joint1'"):
         RobotModel(arm.model, arm.data, "tcp", ARM_JOINTS, ARM_ACTUATORS[::-1])
+
+
+def test_firmware_gravity_leaves_only_coriolis_in_the_bias(arm):
+    """With firmware_compensates_gravity, bias = C(q, dq) dq: zero at rest, and the difference between
+    MuJoCo's bias moving and at rest otherwise (gravity alone at rest)."""
+    rng = np.random.default_rng(1)
+    q = HOME_Q + rng.uniform(-0.3, 0.3, 7)
+    dq = rng.uniform(-1.0, 1.0, 7)
+    full = RobotModel(arm.model, mujoco.MjData(arm.model), "tcp", ARM_JOINTS, ARM_ACTUATORS)
+    coriolis = RobotModel(
+        arm.model, mujoco.MjData(arm.model), "tcp", ARM_JOINTS, ARM_ACTUATORS, firmware_compensates_gravity=True
+    )
+    full.set_joint_state(q, np.zeros(7))
+    gravity = full.bias_nm.copy()
+    full.set_joint_state(q, dq)
+    coriolis.set_joint_state(q, dq)
+    np.testing.assert_allclose(coriolis.bias_nm, full.bias_nm - gravity, atol=1e-10)
+    assert np.abs(gravity).max() > 10.0  # gravity was really there to leave out
+    coriolis.set_joint_state(q, np.zeros(7))
+    np.testing.assert_allclose(coriolis.bias_nm, 0.0, atol=1e-12)
+
+
+def test_joint_limits_come_from_the_joint_ranges(arm):
+    np.testing.assert_allclose(arm.robot.joint_limits_rad[3], [-3.0718, -0.0698])
+    np.testing.assert_allclose(arm.robot.joint_limits_rad[5], [-0.0175, 3.7525])
