@@ -11,8 +11,10 @@ from typing import Any
 
 import gymnasium as gym
 
-from envs.experts import PickCubeExpert
-from envs.panda_pick_cube import PandaPickCubeConfig
+from envs.panda_peg_insert import PandaPegInsertConfig, PegInsertExpert
+from envs.panda_pick_cube import PandaPickCubeConfig, PickCubeExpert
+from envs.panda_reach import PandaReachConfig, ReachExpert
+from envs.panda_stack_cubes import PandaStackCubesConfig, StackCubesExpert
 
 
 @dataclass(frozen=True)
@@ -26,8 +28,8 @@ class TaskSpec:
     config_cls: type
     """Config dataclass passed to the env as ``config=``."""
     expert_cls: type
-    """Scripted expert: ``expert_cls(noise_std=..., seed=...)`` or ``expert_cls.from_config(config, noise_std,
-    seed)``, then ``reset()`` per episode and ``expert(obs) -> action``."""
+    """Scripted expert: ``expert_cls.from_config(config, noise_std, seed)``, then ``reset()`` per episode and
+    ``expert(obs) -> action`` (``expert(obs, info)`` with image observations)."""
     max_episode_steps: int
     """Episode length enforced by gymnasium's TimeLimit (time-outs are truncations)."""
     description: str
@@ -40,6 +42,15 @@ TASKS: dict[str, TaskSpec] = {
     spec.name: spec
     for spec in (
         TaskSpec(
+            name="reach",
+            gym_id="robot/PandaReach-v0",
+            config_cls=PandaReachConfig,
+            expert_cls=ReachExpert,
+            max_episode_steps=50,
+            description="Panda brings its tool within 2 cm of a random target; 10 Hz tool-frame deltas.",
+            entry_point="envs.panda_reach:PandaReachEnv",
+        ),
+        TaskSpec(
             name="pick-cube",
             gym_id="robot/PandaPickCube-v0",
             config_cls=PandaPickCubeConfig,
@@ -47,6 +58,24 @@ TASKS: dict[str, TaskSpec] = {
             max_episode_steps=100,
             description="Panda lifts a 4.5 cm cube 5 cm off a table; 10 Hz tool-frame deltas + gripper.",
             entry_point="envs.panda_pick_cube:PandaPickCubeEnv",
+        ),
+        TaskSpec(
+            name="peg-insert",
+            gym_id="robot/PandaPegInsert-v0",
+            config_cls=PandaPegInsertConfig,
+            expert_cls=PegInsertExpert,
+            max_episode_steps=100,
+            description="Panda inserts a held peg 2 cm into a hole with 1 mm clearance, within the force bound.",
+            entry_point="envs.panda_peg_insert:PandaPegInsertEnv",
+        ),
+        TaskSpec(
+            name="stack-cubes",
+            gym_id="robot/PandaStackCubes-v0",
+            config_cls=PandaStackCubesConfig,
+            expert_cls=StackCubesExpert,
+            max_episode_steps=200,
+            description="Panda stacks coloured cubes in a given order; named sub-steps in info.",
+            entry_point="envs.panda_stack_cubes:PandaStackCubesEnv",
         ),
     )
 }
@@ -92,5 +121,9 @@ def make_expert(name: str, noise_std: float, seed: int, config: Any = None) -> A
     """
     spec = get_task(name)
     if config is None:
-        return spec.expert_cls(noise_std=noise_std, seed=seed)
+        config = spec.config_cls()
+    elif not isinstance(config, spec.config_cls):
+        raise TypeError(
+            f"config for task '{spec.name}' must be a {spec.config_cls.__name__}, got {type(config).__name__}"
+        )
     return spec.expert_cls.from_config(config, noise_std=noise_std, seed=seed)

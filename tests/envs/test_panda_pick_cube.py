@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -8,6 +10,7 @@ from envs import experts
 from envs.panda_pick_cube import OBS_DIM, OBS_LAYOUT, PandaPickCubeConfig, PandaPickCubeEnv
 
 GYM_ID = "robot/PandaPickCube-v0"
+REFERENCE = Path(__file__).parent / "data" / "pick_cube_reference.npz"
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +135,7 @@ def test_actions_are_in_the_tool_frame():
     assert moved[2] < -0.01 and np.all(np.abs(moved[:2]) < 0.2 * abs(moved[2]))
 
 
-def test_dense_reward_is_in_unit_interval():
+def test_dense_reward_is_a_cost_until_success():
     env = PandaPickCubeEnv(PandaPickCubeConfig(dense_reward=True))
     expert = experts.PickCubeExpert(noise_std=0.0)
     obs, _ = env.reset(seed=1)
@@ -142,8 +145,9 @@ def test_dense_reward_is_in_unit_interval():
         rewards.append(reward)
         if terminated:
             break
-    assert all(0.0 <= r <= 1.0 for r in rewards)
-    assert rewards[-1] == 1.0 and 0.0 < rewards[0] < rewards[-2] < 1.0
+    # every step before success costs (progress - 1) in [-1, 0), so succeeding beats hovering near success
+    assert all(-1.0 <= r < 0.0 for r in rewards[:-1])
+    assert rewards[-1] == 1.0 and -1.0 < rewards[0] < rewards[-2] < 0.0
 
 
 def test_bad_actions_and_configs_are_rejected(env):
@@ -201,3 +205,42 @@ def test_sb3_sac_trains_a_few_hundred_steps():
     assert model.num_timesteps == 300 and model.replay_buffer.size() == 300
     action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
     assert env.action_space.contains(action)
+
+
+@pytest.mark.parametrize(
+    ("episode", "config"),
+    [
+        ("random", PandaPickCubeConfig()),
+        ("expert", PandaPickCubeConfig(rotation=True, dense_reward=True, gripper_toggle_penalty=0.1)),
+    ],
+    ids=["random-default", "expert-rotation-dense-penalty"],
+)
+def test_replays_the_rollouts_recorded_before_the_task_suite(episode, config):
+    """pick-cube is unchanged by the move onto the shared Panda base (envs.panda_base).
+
+    The file holds two seeded episodes recorded with the single-task env before the refactor: 60 uniform
+    random 4-D actions from seed 7 (default config), and a noisy expert (noise 0.1, seed 0) with 7-D
+    actions, dense reward and toggle penalty from seed 3, with their observations and rewards. On the
+    recording machine the replay is bit-identical; the tolerance only absorbs last-bit differences of
+    other CPUs, BLAS builds or a numerically equivalent controller rewrite.
+    """
+    ref = np.load(REFERENCE)
+    env = PandaPickCubeEnv(config)
+    seed = 7 if episode == "random" else 3
+    observations = [env.reset(seed=seed)[0]]
+    rewards, terminated = [], []
+    for action in ref[f"{episode}_actions"]:
+        obs, reward, term, _, _ = env.step(action)
+        observations.append(obs)
+        rewards.append(reward)
+        terminated.append(term)
+    np.testing.assert_allclose(np.array(observations), ref[f"{episode}_obs"], rtol=0, atol=1e-5)
+    expected_rewards = ref[f"{episode}_reward"].copy()
+    if config.dense_reward:  # recorded when shaping was a bonus in [0, 1); it is now that minus 1
+        expected_rewards[~ref[f"{episode}_terminated"]] -= 1.0
+    np.testing.assert_allclose(rewards, expected_rewards, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(terminated, ref[f"{episode}_terminated"])
+    if episode == "expert":  # the expert, fed the recorded observations, repeats its recorded actions
+        expert = experts.PickCubeExpert.from_config(config, noise_std=0.1, seed=0)
+        actions = [expert(obs) for obs in ref["expert_obs"][:-1]]
+        np.testing.assert_allclose(actions, ref["expert_actions"], rtol=0, atol=1e-5)

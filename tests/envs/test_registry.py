@@ -4,10 +4,11 @@ import pytest
 import envs
 from envs.experts import PickCubeExpert
 from envs.panda_pick_cube import PandaPickCubeConfig, PandaPickCubeEnv
+from envs.panda_reach import PandaReachConfig
 
 
 def test_task_names_and_lookup_by_name_or_gym_id():
-    assert "pick-cube" in envs.task_names()
+    assert envs.task_names() == ["peg-insert", "pick-cube", "reach", "stack-cubes"]
     spec = envs.get_task("pick-cube")
     assert envs.get_task("robot/PandaPickCube-v0") is spec
     assert spec.config_cls is PandaPickCubeConfig and spec.expert_cls is PickCubeExpert
@@ -15,12 +16,26 @@ def test_task_names_and_lookup_by_name_or_gym_id():
 
 
 def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(ValueError, match=r"unknown task 'push-cube'; known tasks: pick-cube"):
+    with pytest.raises(
+        ValueError, match=r"unknown task 'push-cube'; known tasks: peg-insert, pick-cube, reach, stack-cubes"
+    ):
         envs.get_task("push-cube")
 
 
-def test_import_registers_with_gymnasium():
-    assert "robot/PandaPickCube-v0" in gym.registry
+@pytest.mark.parametrize(
+    ("name", "gym_id"),
+    [
+        ("reach", "robot/PandaReach-v0"),
+        ("pick-cube", "robot/PandaPickCube-v0"),
+        ("peg-insert", "robot/PandaPegInsert-v0"),
+        ("stack-cubes", "robot/PandaStackCubes-v0"),
+    ],
+)
+def test_import_registers_every_task_with_gymnasium(name, gym_id):
+    assert gym_id in gym.registry
+    spec = envs.get_task(name)
+    assert spec.gym_id == gym_id and envs.get_task(gym_id) is spec
+    assert gym.registry[gym_id].max_episode_steps == spec.max_episode_steps
 
 
 def test_make_applies_config_and_time_limit():
@@ -30,6 +45,8 @@ def test_make_applies_config_and_time_limit():
     assert env.action_space.shape == (7,)
     with pytest.raises(TypeError, match="PandaPickCubeConfig"):
         envs.make("pick-cube", config={"rotation": True})
+    with pytest.raises(TypeError, match="PandaPickCubeConfig"):
+        envs.make_expert("pick-cube", noise_std=0.0, seed=0, config=PandaReachConfig())
 
 
 def test_make_expert_is_seeded():
