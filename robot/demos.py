@@ -32,12 +32,16 @@ def episode_seed(base_seed: int, stream: int, index: int) -> int:
 
 
 def run_episode(env, policy, seed: int) -> Episode:
-    """Roll out `policy(obs) -> action` for one episode from `env.reset(seed=seed)`."""
-    obs, _ = env.reset(seed=seed)
+    """Roll out `policy(obs, info) -> action` for one episode from `env.reset(seed=seed)`.
+
+    `info` is passed because scripted experts may need privileged state that the observation lacks
+    (image or relative-frame observations); learned policies ignore it.
+    """
+    obs, info = env.reset(seed=seed)
     rows: dict[str, list] = {k: [] for k in ("obs", "action", "reward", "next_obs", "terminated", "truncated")}
     success = False
     while True:
-        action = np.asarray(policy(obs), dtype=np.float32)
+        action = np.asarray(policy(obs, info), dtype=np.float32)
         next_obs, reward, terminated, truncated, info = env.step(action)
         for key, value in zip(rows, (obs, action, reward, next_obs, terminated, truncated), strict=True):
             rows[key].append(value)
@@ -54,7 +58,7 @@ def collect_demos(
 ) -> list[Episode]:
     """`num_episodes` successful expert episodes (failed attempts are discarded, up to a cap)."""
     env = envs.make(task, env_config)
-    expert = envs.make_expert(task, noise_std=noise_std, seed=seed)
+    expert = envs.make_expert(task, noise_std=noise_std, seed=seed, config=env_config)
     demos: list[Episode] = []
     attempt = 0
     try:

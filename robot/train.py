@@ -122,7 +122,7 @@ def evaluate(agent: SACAgent, task: str, env_config, seed: int, episodes: int) -
     env = envs.make(task, env_config)
     try:
         results = [
-            run_episode(env, lambda o: agent.act(o, deterministic=True), episode_seed(seed, 2, i))
+            run_episode(env, lambda o, _info: agent.act(o, deterministic=True), episode_seed(seed, 2, i))
             for i in range(episodes)
         ]
     finally:
