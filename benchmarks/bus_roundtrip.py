@@ -33,6 +33,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import cpu_name  # noqa: E402
 from hardware.dynamixel import DynamixelBus, Model, Reg  # noqa: E402
 from hardware.dynamixel import protocol as dxl  # noqa: E402
 from hardware.emulators import EmulatorServer, Transport  # noqa: E402
@@ -47,15 +48,6 @@ MODELS = {1: Model.XM430_W350, 2: Model.XM430_W350, 3: Model.XM430_W350, 4: Mode
 MOTORS = {f"joint{i}": Motor(i, model) for i, model in MODELS.items()}
 BAUDRATE = 1_000_000
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _serve_in_child(transport_value: str, conn) -> None:

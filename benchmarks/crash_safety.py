@@ -18,7 +18,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import shutil
 import signal
 import subprocess
@@ -28,8 +27,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, when run as a script
+
 import numpy as np
 
+from benchmarks.common import cpu_name  # noqa: E402
 from data.episode_store import EpisodeStore
 from data.schema import DataValidationError, EpisodeMetadata, FieldSpec, Source, StoreSchema
 
@@ -247,15 +249,6 @@ def _final_check(store_path: Path, acked: dict[int, int], report: CrashReport) -
     shutil.rmtree(store_path)  # checked; 10 trials leave ~400 episodes (~12k files) behind
 
 
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -308,7 +301,7 @@ def main() -> None:
             "problems": report.problems[:50],
         },
         "command": " ".join(["python benchmarks/crash_safety.py", *sys.argv[1:]]),
-        "machine": _cpu_name(),
+        "machine": cpu_name(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

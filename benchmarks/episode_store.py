@@ -26,7 +26,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -34,8 +33,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import h5py
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repo root, when run as a script
+
 import numpy as np
 
+from benchmarks.common import cpu_name  # noqa: E402
 from data.episode_store import EpisodeStore
 from data.schema import Codec, EpisodeMetadata, FieldSpec, Source, StoreSchema
 
@@ -340,21 +343,12 @@ def main() -> None:
             "cpus": os.cpu_count(),
         },
         "command": " ".join(["python benchmarks/episode_store.py", *sys.argv[1:]]),
-        "machine": _cpu_name(),
+        "machine": cpu_name(),
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
 
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":

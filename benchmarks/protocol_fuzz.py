@@ -29,6 +29,7 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.common import cpu_name  # noqa: E402
 from hardware.dynamixel import protocol as dxl  # noqa: E402
 from hardware.emulators.fuzz_targets import TARGETS  # noqa: E402
 from hardware.feetech import protocol as fts  # noqa: E402
@@ -37,15 +38,6 @@ from hardware.robotiq.registers import GripperCommand  # noqa: E402
 
 RESULT = ROOT / "benchmarks" / "results" / "protocol_fuzz.json"
 
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def seed_frames() -> list[bytes]:

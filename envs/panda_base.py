@@ -289,6 +289,8 @@ class PandaEnv(gym.Env):
     quat_fields: ClassVar[tuple[str, ...]] = ("tcp_quat",)
     """World orientations, re-expressed relative to the reset tool orientation with ``relative_frame``."""
     tool_vector_fields: ClassVar[tuple[str, ...]] = ("tcp_linvel", "tcp_angvel")
+    reset_frame_vector_fields: ClassVar[tuple[str, ...]] = ()
+    """World-frame displacements (e.g. tool to object), rotated into the reset tool frame in the relative frame."""
     """World vectors (velocities, forces) re-expressed in the current tool frame with ``relative_frame``."""
     object_geoms: ClassVar[tuple[str, ...]] = ()
     """Geoms whose colour and friction ``randomize`` varies (the table's friction varies too)."""
@@ -560,6 +562,9 @@ class PandaEnv(gym.Env):
             part = layout[name]
             mujoco.mju_mulQuat(quat, self._reset_quat_inv, state[part].astype(np.float64))
             state[part] = quat if quat[0] >= 0.0 else -quat
+        for name in self.reset_frame_vector_fields:
+            part = layout[name]
+            state[part] = rot0_t @ state[part]
         rot_t = self._tcp_xmat.reshape(3, 3).T
         for name in self.tool_vector_fields:
             part = layout[name]

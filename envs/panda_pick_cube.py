@@ -1,9 +1,9 @@
 """PandaPickCube: lift a cube off a table (``robot/PandaPickCube-v0``, task ``pick-cube``).
 
 Spaces, timing and action semantics are the Panda base's (``envs.panda_base``): 4-D action
-``[dx, dy, dz, gripper]`` (7-D with ``rotation``), 21-value state observation (``OBS_LAYOUT``):
+``[dx, dy, dz, gripper]`` (7-D with ``rotation``), 24-value state observation (``OBS_LAYOUT``):
     tcp_pos (3) [m] | tcp_quat (4) | tcp_linvel (3) [m/s] | tcp_angvel (3) [rad/s] |
-    gripper_width (1) [m] | cube_pos (3) [m] | cube_quat (4)
+    gripper_width (1) [m] | cube_pos (3) [m] | cube_quat (4) | cube_from_tcp (3) [m]
 
 Reward: 1 and ``terminated`` when the cube's centre is ``lift_threshold_m`` above its resting height;
 0 otherwise, or with ``dense_reward`` a shaping cost (reach + grasp + lift progress in [0, 1),
@@ -57,9 +57,10 @@ OBS_LAYOUT: dict[str, slice] = {
     **PROPRIO_LAYOUT,
     "cube_pos": slice(14, 17),
     "cube_quat": slice(17, 21),
+    "cube_from_tcp": slice(21, 24),
 }
-OBS_DIM = 21
-_OBS_BOUNDS = {**PROPRIO_BOUNDS, "cube_pos": (-10.0, 10.0), "cube_quat": (-1.0, 1.0)}
+OBS_DIM = 24
+_OBS_BOUNDS = {**PROPRIO_BOUNDS, "cube_pos": (-10.0, 10.0), "cube_quat": (-1.0, 1.0), "cube_from_tcp": (-10.0, 10.0)}
 OBS_LOW, OBS_HIGH = layout_bounds(OBS_LAYOUT, _OBS_BOUNDS)
 
 
@@ -85,6 +86,7 @@ class PandaPickCubeEnv(PandaEnv):
     obs_bounds = _OBS_BOUNDS
     position_fields = ("tcp_pos", "cube_pos")
     quat_fields = ("tcp_quat", "cube_quat")
+    reset_frame_vector_fields = ("cube_from_tcp",)
     object_geoms = ("cube",)
 
     def __init__(self, config: PandaPickCubeConfig | None = None, render_mode: str | None = None) -> None:
@@ -110,6 +112,9 @@ class PandaPickCubeEnv(PandaEnv):
         obs[14:17] = self._cube_pos
         cube_quat = self._cube_quat
         obs[17:21] = cube_quat if cube_quat[0] >= 0.0 else -cube_quat
+        # The tool-to-cube offset is what grasping needs to a centimetre; given directly, the networks need
+        # not learn to subtract two nearly equal world positions.
+        np.subtract(self._cube_pos, obs[0:3], out=obs[21:24])
 
     def _evaluate(self) -> tuple[float, bool, dict[str, Any]]:
         cfg = self.config

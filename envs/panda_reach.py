@@ -1,10 +1,10 @@
 """PandaReach: bring the tool centre point to a target (``robot/PandaReach-v0``, task ``reach``).
 
 Spaces, timing and action semantics are the Panda base's (``envs.panda_base``), without a gripper
-component: 3-D action ``[dx, dy, dz]`` (6-D with ``rotation``); the gripper stays open. 17-value state
+component: 3-D action ``[dx, dy, dz]`` (6-D with ``rotation``); the gripper stays open. 20-value state
 observation (``OBS_LAYOUT``):
     tcp_pos (3) [m] | tcp_quat (4) | tcp_linvel (3) [m/s] | tcp_angvel (3) [rad/s] |
-    gripper_width (1) [m] | target_pos (3) [m]
+    gripper_width (1) [m] | target_pos (3) [m] | target_from_tcp (3) [m]
 
 Reward: 1 and ``terminated`` when the tool centre point is within ``success_distance_m`` of the target; 0
 otherwise, or with ``dense_reward`` 0.9 (1 - tanh(10 d)) - 1 for the distance d [m]
@@ -23,9 +23,9 @@ import numpy as np
 
 from envs.panda_base import PROPRIO_BOUNDS, PROPRIO_LAYOUT, PandaConfig, PandaEnv, ScriptedExpert
 
-OBS_LAYOUT: dict[str, slice] = {**PROPRIO_LAYOUT, "target_pos": slice(14, 17)}
-OBS_DIM = 17
-_OBS_BOUNDS = {**PROPRIO_BOUNDS, "target_pos": (-2.0, 2.0)}
+OBS_LAYOUT: dict[str, slice] = {**PROPRIO_LAYOUT, "target_pos": slice(14, 17), "target_from_tcp": slice(17, 20)}
+OBS_DIM = 20
+_OBS_BOUNDS = {**PROPRIO_BOUNDS, "target_pos": (-2.0, 2.0), "target_from_tcp": (-4.0, 4.0)}
 
 
 @dataclass
@@ -52,6 +52,7 @@ class PandaReachEnv(PandaEnv):
     obs_layout = OBS_LAYOUT
     obs_bounds = _OBS_BOUNDS
     position_fields = ("tcp_pos", "target_pos")
+    reset_frame_vector_fields = ("target_from_tcp",)
     object_geoms = ("target",)
     has_gripper_action = False
 
@@ -70,6 +71,7 @@ class PandaReachEnv(PandaEnv):
 
     def _observe_task(self, obs: np.ndarray) -> None:
         obs[14:17] = self._target_pos
+        np.subtract(self._target_pos, obs[0:3], out=obs[17:20])  # the offset to close, given directly
 
     def _evaluate(self) -> tuple[float, bool, dict[str, Any]]:
         distance_m = float(np.linalg.norm(self.robot.site_pos_world - self._target_pos))

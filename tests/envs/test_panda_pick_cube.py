@@ -234,7 +234,10 @@ def test_replays_the_rollouts_recorded_before_the_task_suite(episode, config):
         observations.append(obs)
         rewards.append(reward)
         terminated.append(term)
-    np.testing.assert_allclose(np.array(observations), ref[f"{episode}_obs"], rtol=0, atol=1e-5)
+    observations = np.array(observations)
+    # recorded before `cube_from_tcp` (columns 21:24) was added to the observation
+    np.testing.assert_allclose(observations[:, :21], ref[f"{episode}_obs"], rtol=0, atol=1e-5)
+    np.testing.assert_allclose(observations[:, 21:24], observations[:, 14:17] - observations[:, 0:3], atol=1e-6)
     expected_rewards = ref[f"{episode}_reward"].copy()
     if config.dense_reward:  # recorded when shaping was a bonus in [0, 1); it is now that minus 1
         expected_rewards[~ref[f"{episode}_terminated"]] -= 1.0

@@ -12,7 +12,7 @@ from envs.panda_base import PROPRIO_DIM, PROPRIO_LAYOUT, PandaEnv, Randomization
 
 TASKS = ["reach", "pick-cube", "peg-insert", "stack-cubes"]
 # (action dim, state dim) with the default config; the gripper is commanded only where objects are grasped.
-SHAPES = {"reach": (3, 17), "pick-cube": (4, 21), "peg-insert": (3, 20), "stack-cubes": (4, 35)}
+SHAPES = {"reach": (3, 20), "pick-cube": (4, 24), "peg-insert": (3, 20), "stack-cubes": (4, 35)}
 # Clean-expert episodes per task in the success test (the stack episodes are the longest).
 EXPERT_EPISODES = {"reach": 15, "pick-cube": 15, "peg-insert": 15, "stack-cubes": 10}
 
