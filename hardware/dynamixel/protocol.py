@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from hardware.errors import ChecksumError, FrameError
+from hardware.stream_buffer import StreamBuffer
 
 HEADER = b"\xff\xff\xfd\x00"
 STUFF_PATTERN = b"\xff\xff\xfd"
@@ -188,7 +189,7 @@ class Packet:
         return self.params[1:] if self.is_status else self.params
 
 
-class PacketParser:
+class PacketParser(StreamBuffer):
     """Incremental parser over a byte stream that may hold garbage, split frames and corrupt frames.
 
     `feed()` bytes as they arrive, then call `next_packet()` until it returns None (needs more bytes).
@@ -197,21 +198,6 @@ class PacketParser:
     `discarded_bytes`. After a bad frame only its header is dropped, so a good packet hidden behind
     a corrupt header (e.g. after a truncated frame) is still found.
     """
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self.discarded_bytes = 0
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def _drop(self, n: int) -> None:
-        del self._buf[:n]
-        self.discarded_bytes += n
 
     def next_packet(self) -> Packet | None:
         buf = self._buf

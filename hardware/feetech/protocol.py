@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from hardware.errors import ChecksumError, FrameError
+from hardware.stream_buffer import StreamBuffer
 
 HEADER = b"\xff\xff"
 BROADCAST_ID = 0xFE
@@ -103,27 +104,12 @@ class Packet:
         return self.params
 
 
-class PacketParser:
+class PacketParser(StreamBuffer):
     """Incremental parser with resync; same contract as the Dynamixel one.
 
     `next_packet()` returns a Packet, None when more bytes are needed, or raises ChecksumError /
     FrameError once per corrupt frame (after dropping its header, so parsing can continue).
     """
-
-    def __init__(self) -> None:
-        self._buf = bytearray()
-        self.discarded_bytes = 0
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def _drop(self, n: int) -> None:
-        del self._buf[:n]
-        self.discarded_bytes += n
 
     def next_packet(self) -> Packet | None:
         buf = self._buf

@@ -20,6 +20,7 @@ import enum
 from dataclasses import dataclass
 
 from hardware.errors import ChecksumError, FrameError
+from hardware.stream_buffer import StreamBuffer
 
 EXCEPTION_FLAG = 0x80
 MAX_READ_REGISTERS = 125
@@ -161,7 +162,7 @@ _FIXED_RESPONSE = {5: 8, 6: 8, 15: 8, 16: 8}
 _COUNTED_RESPONSE = {1: 2, 2: 2, 3: 2, 4: 2}
 
 
-class FrameParser:
+class FrameParser(StreamBuffer):
     """Incremental RTU parser that finds frames by slave id, function code, length and CRC.
 
     Bytes that cannot start a frame for `slave` (None: any slave) are dropped and counted in
@@ -170,25 +171,13 @@ class FrameParser:
     """
 
     def __init__(self, role: Role, slave: int | None = None) -> None:
+        super().__init__()
         self.role = role
         self.slave = slave
-        self._buf = bytearray()
-        self.discarded_bytes = 0
         if role is Role.REQUEST:
             self._fixed, self._counted = _FIXED_REQUEST, _COUNTED_REQUEST
         else:
             self._fixed, self._counted = _FIXED_RESPONSE, _COUNTED_RESPONSE
-
-    def feed(self, data: bytes) -> None:
-        self._buf += data
-
-    @property
-    def buffered(self) -> int:
-        return len(self._buf)
-
-    def _drop(self, n: int) -> None:
-        del self._buf[:n]
-        self.discarded_bytes += n
 
     def _frame_length(self) -> int | None:
         """Length of the frame at the buffer start; 0 if it cannot start a frame; None: need bytes."""
