@@ -30,6 +30,7 @@ TINY = {
     "agent.hidden_dims": "32,32",
     "agent.batch_size": 32,
     "agent.num_critics": 3,
+    "agent.utd_ratio": 2,
 }
 
 
