@@ -206,12 +206,15 @@ class SACAgent:
         return action[0].cpu().numpy()
 
     # -- losses (pure functions of the batch: what `compile` captures) -------------------------
-    def critic_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def critic_loss(
+        self, batch: dict[str, torch.Tensor], members: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """`members`: the REDQ subset of target critics for this step (drawn by the caller, so that a
+        compiled loss sees it as an input rather than tracing the draw)."""
         cfg = self.config
         with torch.no_grad():
             next_action, next_log_prob = self.actor.sample(batch["next_obs"])
             # REDQ: min over a random subset of M target members; only those M are evaluated.
-            members = torch.randperm(cfg.num_critics, device=self.device)[: cfg.num_subsample]
             next_q = self.target_critic(batch["next_obs"], next_action, members=members)  # (M, B)
             next_v = next_q.min(dim=0).values  # (B,)
             if cfg.backup_entropy:
@@ -230,7 +233,8 @@ class SACAgent:
 
     # -- updates -------------------------------------------------------------------------------
     def update_critic(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        loss, metrics = self._critic_loss(batch)
+        members = torch.randperm(self.config.num_critics, device=self.device)[: self.config.num_subsample]
+        loss, metrics = self._critic_loss(batch, members)
         self.critic_updater.update(loss)
         polyak_update(self._target_params, self._critic_params, self.config.tau)
         return metrics
