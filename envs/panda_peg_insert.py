@@ -29,6 +29,7 @@ not end the episode (only success terminates), but no success can follow it. Wit
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ from envs.panda_base import (
     PandaConfig,
     PandaEnv,
     ScriptedExpert,
+    default_controller_config,
     quat_to_matrix,
 )
 
@@ -63,18 +65,8 @@ _TCP_IN_HAND_M = 0.1034  # the tcp site's offset along the hand's z axis (panda.
 
 
 def peg_controller_config() -> CartesianImpedanceConfig:
-    """SERL's peg ``COMPLIANCE_PARAM`` clips (3 / 3 / 10 mm) with the base task's 20 ms target filter."""
-    return CartesianImpedanceConfig(
-        translational_stiffness_n_per_m=2000.0,
-        rotational_stiffness_nm_per_rad=150.0,
-        damping_ratio=1.0,
-        position_error_clip_m=(0.003, 0.003, 0.01),
-        orientation_error_clip_rad=(0.05, 0.05, 0.05),
-        nullspace_stiffness_nm_per_rad=10.0,
-        compensate_bias=True,
-        torque_rate_limit_nm_per_s=1000.0,
-        target_filter_time_constant_s=0.02,
-    )
+    """SERL's peg ``COMPLIANCE_PARAM`` clips (3 / 3 / 10 mm) over the base tasks' gains and 20 ms filter."""
+    return dataclasses.replace(default_controller_config(), position_error_clip_m=(0.003, 0.003, 0.01))
 
 
 @dataclass
