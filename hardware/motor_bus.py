@@ -15,7 +15,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import serial
 
@@ -179,13 +179,30 @@ class SerialMotorBus(ABC):
             self._validate_motor(name, motor)
 
     # ---- family codec hooks --------------------------------------------------------------------
-    @abstractmethod
+    family: ClassVar[str]
+    """Package of the servo family, named in errors (e.g. "hardware.dynamixel")."""
+    model_type: ClassVar[type[enum.Enum]]
+    """The family's model enum; every configured motor must use it."""
+    max_id: ClassVar[int]
+    """Highest addressable servo id of the family's protocol."""
+
     def _validate_motor(self, name: str, motor: Motor) -> None:
         """Raise ValueError if the id or model does not belong to this family."""
+        if not isinstance(motor.model, self.model_type):
+            raise ValueError(
+                f"motor {name!r}: model must be a {self.family}.{self.model_type.__name__}, got {motor.model!r}"
+            )
+        if not 0 <= motor.id <= self.max_id:
+            raise ValueError(f"motor {name!r}: id must be in 0..{self.max_id}, got {motor.id}")
 
-    @abstractmethod
     def _spec(self, motor: Motor, reg: Any) -> tuple[int, int]:
         """(address, size) of `reg` on the motor's model."""
+        spec = self._register(motor.model, reg)
+        return spec.address, spec.size
+
+    @abstractmethod
+    def _register(self, model: Any, reg: Any) -> Any:
+        """The control-table entry (address, size, signedness) of `reg` on `model`."""
 
     @abstractmethod
     def _encode(self, motor: Motor, reg: Any, value: int) -> bytes: ...

@@ -32,15 +32,12 @@ class FeetechBus(SerialMotorBus):
         self._alert_bits: dict[int, int] = {}
 
     # ---- codec hooks ---------------------------------------------------------------------------
-    def _validate_motor(self, name: str, motor: Motor) -> None:
-        if not isinstance(motor.model, Model):
-            raise ValueError(f"motor {name!r}: model must be a hardware.feetech.Model, got {motor.model!r}")
-        if not 0 <= motor.id <= protocol.MAX_ID:
-            raise ValueError(f"motor {name!r}: id must be in 0..{protocol.MAX_ID}, got {motor.id}")
+    family = "hardware.feetech"
+    model_type = Model
+    max_id = protocol.MAX_ID
 
-    def _spec(self, motor: Motor, reg: Reg) -> tuple[int, int]:
-        spec = spec_of(motor.model, reg)
-        return spec.address, spec.size
+    def _register(self, model: Model, reg: Reg):
+        return spec_of(model, reg)
 
     def _encode(self, motor: Motor, reg: Reg, value: int) -> bytes:
         spec = spec_of(motor.model, reg)
