@@ -19,11 +19,8 @@ Writes benchmarks/results/bus_roundtrip.json.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
 import multiprocessing
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -33,7 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_name  # noqa: E402
+from benchmarks.common import write_result  # noqa: E402
 from hardware.dynamixel import DynamixelBus, Model, Reg  # noqa: E402
 from hardware.dynamixel import protocol as dxl  # noqa: E402
 from hardware.emulators import EmulatorServer, Transport  # noqa: E402
@@ -166,20 +163,14 @@ def main() -> int:
     }
     print(f"\nsync cycle p50 {summary['p50_ms']:.3f} ms, p99 {summary['p99_ms']:.3f} ms "
           f"({summary['speedup_vs_per_motor_p50']}x faster than per-motor at p50)")
-    result = {
-        "summary": summary,
-        "rows": rows,
-        "command": " ".join(["python", *sys.argv]),
-        "machine": cpu_name(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "pyserial": __import__("serial").VERSION,
+    write_result(
+        "bus_roundtrip", summary, " ".join(["python", *sys.argv]), path=args.out,
+        rows=rows,
+        pyserial=__import__("serial").VERSION,
         # The machine is shared: p99 is mostly scheduler waits when other jobs keep the cores busy.
-        "load_average_1m": {"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2),
-                            "cpus": os.cpu_count()},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+        load_average_1m={"before": round(load_before, 2), "after": round(os.getloadavg()[0], 2),
+                         "cpus": os.cpu_count()},
+    )
     return 1 if summary["failures"] else 0
 
 

@@ -36,10 +36,10 @@ def machine() -> dict[str, object]:
     return info
 
 
-def write_result(name: str, summary: dict, command: str, **figures) -> Path:
-    """benchmarks/results/<name>.json with the goal figures under `summary`."""
-    RESULTS.mkdir(exist_ok=True)
-    path = RESULTS / f"{name}.json"
+def write_result(name: str, summary: dict, command: str, path: Path | None = None, **figures) -> Path:
+    """benchmarks/results/<name>.json (or `path`) with the goal figures under `summary`."""
+    path = Path(path) if path is not None else RESULTS / f"{name}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "summary": summary,
         "command": command,

@@ -14,9 +14,6 @@ Writes benchmarks/results/protocol_fuzz.json.
 from __future__ import annotations
 
 import argparse
-import datetime
-import json
-import platform
 import random
 import sys
 import time
@@ -29,7 +26,7 @@ from hypothesis import strategies as st
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import cpu_name  # noqa: E402
+from benchmarks.common import write_result  # noqa: E402
 from hardware.dynamixel import protocol as dxl  # noqa: E402
 from hardware.emulators.fuzz_targets import TARGETS  # noqa: E402
 from hardware.feetech import protocol as fts  # noqa: E402
@@ -143,18 +140,12 @@ def main() -> int:
         "errors_reported": sum(r["reported"] for r in rows),
     }
     print(f"\ninputs tried {summary['inputs_tried']}, crashes {summary['crashes']}")
-    result = {
-        "summary": summary,
-        "rows": rows,
-        "command": " ".join(["python", *sys.argv]),
-        "machine": cpu_name(),
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "python": platform.python_version(),
-        "settings": {"examples_per_target": args.examples, "mutations_per_target": args.mutations,
-                     "seed": args.seed},
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(
+        "protocol_fuzz", summary, " ".join(["python", *sys.argv]), path=args.out,
+        rows=rows,
+        settings={"examples_per_target": args.examples, "mutations_per_target": args.mutations,
+                  "seed": args.seed},
+    )
     return 1 if summary["crashes"] else 0
 
 
