@@ -11,7 +11,6 @@ Goal_Position to Present_Position; while the bus watchdog is tripped only 0 may 
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from hardware.dynamixel.tables import (
     Reg,
     RegisterSpec,
 )
+from hardware.emulators.servo_bus import ServoBusEmulator
 from hardware.emulators.servo_physics import ServoDynamics, move_at, track_position
 from hardware.errors import ChecksumError, FrameError
 
@@ -290,28 +290,19 @@ class EmulatedDynamixel:
         return protocol.build_status(self.id, code, data if error == StatusError.NONE else b"")
 
 
-class DynamixelBusEmulator:
+class DynamixelBusEmulator(ServoBusEmulator):
     """Several `EmulatedDynamixel` on one line, answering Protocol 2.0 instructions.
 
-    Use with `EmulatorServer(DynamixelBusEmulator([...]))`; access servos through `servo(id)` inside
-    `with emulator.lock:` while a server thread is running.
+    Use with `EmulatorServer(DynamixelBusEmulator([...]))`; `bad_requests` counts corrupt frames (the bus
+    answers CRC errors when it can tell the id).
     """
 
+    servo_cls = EmulatedDynamixel
+    parser_cls = PacketParser
+
     def __init__(self, servos: Iterable[EmulatedDynamixel]) -> None:
-        self._all_servos = list(servos)
-        self.servos = {s.id: s for s in self._all_servos}
-        self.lock = threading.RLock()
-        self.parser = PacketParser()
-        self.bad_requests = 0  # corrupt request frames seen (the bus answers CRC errors if it can)
+        super().__init__(servos)
         self.deferred: dict[int, tuple[int, bytes]] = {}  # REG_WRITE: id -> (address, data)
-
-    @classmethod
-    def with_models(cls, models: dict[int, Model], position_ticks: float = 2048.0) -> DynamixelBusEmulator:
-        now = time.monotonic()
-        return cls(EmulatedDynamixel(i, m, position_ticks, now_s=now) for i, m in models.items())
-
-    def servo(self, device_id: int) -> EmulatedDynamixel:
-        return self.servos[device_id]
 
     def receive(self, data: bytes, now_s: float) -> list[bytes]:
         with self.lock:

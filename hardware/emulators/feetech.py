@@ -10,10 +10,9 @@ it only decides whether they survive a power cycle); unknown instructions get no
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Iterable
 
+from hardware.emulators.servo_bus import ServoBusEmulator
 from hardware.emulators.servo_physics import ServoDynamics, track_position
 from hardware.errors import ChecksumError, FrameError
 from hardware.feetech import protocol
@@ -151,23 +150,11 @@ class EmulatedFeetech:
         return protocol.build_packet(self.id, int(self.status_bits), data)
 
 
-class FeetechBusEmulator:
+class FeetechBusEmulator(ServoBusEmulator):
     """Several `EmulatedFeetech` on one line. SCS servos ignore SYNC_READ, as the series lacks it."""
 
-    def __init__(self, servos: Iterable[EmulatedFeetech]) -> None:
-        self._all_servos = list(servos)
-        self.servos = {s.id: s for s in self._all_servos}
-        self.lock = threading.RLock()
-        self.parser = PacketParser()
-        self.bad_requests = 0
-
-    @classmethod
-    def with_models(cls, models: dict[int, Model], position_ticks: float = 2048.0) -> FeetechBusEmulator:
-        now = time.monotonic()
-        return cls(EmulatedFeetech(i, m, position_ticks, now_s=now) for i, m in models.items())
-
-    def servo(self, device_id: int) -> EmulatedFeetech:
-        return self.servos[device_id]
+    servo_cls = EmulatedFeetech
+    parser_cls = PacketParser
 
     def receive(self, data: bytes, now_s: float) -> list[bytes]:
         with self.lock:
