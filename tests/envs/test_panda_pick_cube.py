@@ -181,32 +181,6 @@ def test_expert_succeeds_quickly(env, noise_std, min_success):
     assert np.median(lengths) < 50
 
 
-def test_sb3_sac_trains_a_few_hundred_steps():
-    import torch
-    from stable_baselines3 import SAC
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny networks: extra threads only contend for the cores
-    try:
-        env = gym.make(GYM_ID)
-        model = SAC(
-            "MlpPolicy",
-            env,
-            learning_starts=200,
-            batch_size=32,
-            buffer_size=1000,
-            policy_kwargs={"net_arch": [32, 32]},
-            seed=0,
-            device="cpu",
-        )
-        model.learn(total_timesteps=300)
-    finally:
-        torch.set_num_threads(threads)
-    assert model.num_timesteps == 300 and model.replay_buffer.size() == 300
-    action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
-    assert env.action_space.contains(action)
-
-
 @pytest.mark.parametrize(
     ("episode", "config"),
     [
