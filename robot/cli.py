@@ -5,6 +5,11 @@
     robot train TASK [--key value ...]       train (options: robot train TASK --help)
     robot train --resume RUN_DIR             continue a run from its last checkpoint
     robot eval RUN_DIR [--episodes N]        evaluate a run's latest checkpoint
+    robot dataset ...                        inspect, validate, convert, replay and generate datasets
+    robot reward-classifier ...              train and evaluate a learned success classifier
+    robot serve ...                          the robot server (real arm, or --twin TASK in MuJoCo)
+    robot doctor                             check serial ports, devices, cameras and loop latency
+    robot planner ...                        the language planner: sft, rl, pref, eval
 
 Errors in the command line exit with status 2 and one line naming the bad value and what is accepted.
 """
@@ -30,7 +35,9 @@ class CommandLineError(Exception):
     """Bad command-line input; reported as one line, exit status 2."""
 
 
-class _Parser(argparse.ArgumentParser):
+class CliParser(argparse.ArgumentParser):
+    """argparse with one-line errors; every `robot` subcommand module builds its parser from it."""
+
     def error(self, message: str):  # one clear line instead of usage + message
         message = message.replace("unrecognized arguments:", "unknown option(s):")
         raise CommandLineError(f"{message} (see '{self.prog} --help')")
@@ -63,8 +70,8 @@ def _space(space) -> str:
 # ---------------------------------------------------------------------------------------------
 # robot train
 # ---------------------------------------------------------------------------------------------
-def _train_parser(config) -> _Parser:
-    parser = _Parser(
+def _train_parser(config) -> CliParser:
+    parser = CliParser(
         prog="robot train",
         description="Train SAC/RLPD on a task. Every config field is an option; defaults include the task preset.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -216,9 +223,9 @@ def cmd_collect_demos(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
-def _main_parser() -> _Parser:
-    parser = _Parser(prog="robot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+def _main_parser() -> CliParser:
+    parser = CliParser(prog="robot", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=CliParser)
     sub.add_parser("tasks", help="list registered tasks")
     demos = sub.add_parser("collect-demos", help="record scripted expert demos into an episode store")
     demos.add_argument("task")
@@ -232,7 +239,20 @@ def _main_parser() -> _Parser:
     ev.add_argument("--episodes", type=int, default=50, help="episodes (default: 50)")
     ev.add_argument("--checkpoint", help="a specific checkpoint folder (default: the latest)")
     ev.add_argument("--seed", type=int, default=None, help="episode seed base (default: run seed + 1000)")
+    for name, (_module, help_text) in SUBCOMMAND_MODULES.items():
+        sub.add_parser(name, help=f"{help_text} (robot {name} --help)", add_help=False)
     return parser
+
+
+# Subcommands that live in their own module: `main(argv) -> int` there parses the rest of the line.
+# Imported only when used, so `robot tasks` does not pay for transformers or Ray.
+SUBCOMMAND_MODULES = {
+    "dataset": ("robot.dataset_cli", "inspect, validate, convert, replay and generate datasets"),
+    "reward-classifier": ("robot.reward_classifier_cli", "train and evaluate a learned success classifier"),
+    "serve": ("robot.serve_cli", "run the robot server (real arm, or --twin TASK)"),
+    "doctor": ("robot.doctor_cli", "check serial ports, devices, cameras and loop latency"),
+    "planner": ("robot.planner_cli", "language planner: sft, rl, pref, eval"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -240,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] == "train":
             return cmd_train(argv[1:])
+        if argv and argv[0] in SUBCOMMAND_MODULES:
+            import importlib
+
+            module = importlib.import_module(SUBCOMMAND_MODULES[argv[0]][0])
+            return module.main(argv[1:])
         args = _main_parser().parse_args(argv)
         if args.command is None:
             _main_parser().print_help()
