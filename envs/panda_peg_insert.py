@@ -157,6 +157,12 @@ class PandaPegInsertEnv(PandaEnv):
         self._peak_force = np.zeros(3)
         self._abs_force = np.zeros(3)
         self._substep_monitor = self._track_force
+        self._force_sensor_adr = adr
+
+    def _compiled_force_monitor(self):
+        from controllers.native_tick import ForceMonitor
+
+        return ForceMonitor(self._force_sensor_adr, self._force_alpha, self._force, self._peak_force, self._track_force)
 
     def _track_force(self) -> None:
         """Filter the contact force on the peg and keep its per-axis peak (after every physics step)."""
