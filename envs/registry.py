@@ -25,17 +25,17 @@ class TaskSpec:
     """Short CLI name, e.g. "pick-cube"."""
     gym_id: str
     """gymnasium id, e.g. "robot/PandaPickCube-v0"."""
-    config_cls: type
-    """Config dataclass passed to the env as ``config=``."""
-    expert_cls: type
+    config_cls: type | None
+    """Config dataclass passed to the env as ``config=``; None for gymnasium's own envs (no config)."""
+    expert_cls: type | None
     """Scripted expert: ``expert_cls.from_config(config, noise_std, seed)``, then ``reset()`` per episode and
-    ``expert(obs) -> action`` (``expert(obs, info)`` with image observations)."""
+    ``expert(obs) -> action`` (``expert(obs, info)`` with image observations); None when the task has none."""
     max_episode_steps: int
     """Episode length enforced by gymnasium's TimeLimit (time-outs are truncations)."""
     description: str
     """One line for ``robot tasks`` and help texts."""
-    entry_point: str
-    """"module:Class" of the env, imported lazily by gymnasium."""
+    entry_point: str | None
+    """"module:Class" of the env, imported lazily by gymnasium; None when gymnasium registers it itself."""
 
 
 TASKS: dict[str, TaskSpec] = {
@@ -77,6 +77,18 @@ TASKS: dict[str, TaskSpec] = {
             description="Panda stacks coloured cubes in a given order; named sub-steps in info.",
             entry_point="envs.panda_stack_cubes:PandaStackCubesEnv",
         ),
+        # gymnasium's MuJoCo locomotion envs (D4RL's domains), so `robot dataset generate` and `robot train` reach
+        # them through the same registry; no config class and no scripted expert.
+        *(
+            TaskSpec(
+                name=name, gym_id=gym_id, config_cls=None, expert_cls=None, max_episode_steps=1000,
+                description=f"gymnasium MuJoCo {gym_id[:-3]} (D4RL's {name} domain); no scripted expert.",
+                entry_point=None,
+            )
+            for name, gym_id in (
+                ("hopper", "Hopper-v5"), ("halfcheetah", "HalfCheetah-v5"), ("walker2d", "Walker2d-v5")
+            )
+        ),
     )
 }
 
@@ -99,13 +111,17 @@ def get_task(name: str) -> TaskSpec:
 def register_all() -> None:
     """Register every task with gymnasium (idempotent)."""
     for spec in TASKS.values():
-        if spec.gym_id not in gym.registry:
+        if spec.entry_point is not None and spec.gym_id not in gym.registry:
             gym.register(id=spec.gym_id, entry_point=spec.entry_point, max_episode_steps=spec.max_episode_steps)
 
 
 def make(name: str, config: Any = None, render_mode: str | None = None) -> gym.Env:
     """Build a task's env wrapped in its TimeLimit; ``config`` defaults to the task's config class."""
     spec = get_task(name)
+    if spec.config_cls is None:
+        if config is not None:
+            raise TypeError(f"task '{spec.name}' takes no config, got {type(config).__name__}")
+        return gym.make(spec.gym_id, render_mode=render_mode)
     if config is not None and not isinstance(config, spec.config_cls):
         raise TypeError(
             f"config for task '{spec.name}' must be a {spec.config_cls.__name__}, got {type(config).__name__}"
@@ -120,6 +136,8 @@ def make_expert(name: str, noise_std: float, seed: int, config: Any = None) -> A
     Pass the env's ``config`` when it is not the default (e.g. ``rotation=True`` or another action scale).
     """
     spec = get_task(name)
+    if spec.expert_cls is None:
+        raise ValueError(f"task '{spec.name}' has no scripted expert; use num_demos 0 or a demo store")
     if config is None:
         config = spec.config_cls()
     elif not isinstance(config, spec.config_cls):

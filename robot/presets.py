@@ -22,6 +22,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "agent.utd_ratio": 8,
         "agent.discount": 0.96,
     },
+    # gymnasium locomotion tasks have no scripted expert: plain SAC from random exploration.
+    **{
+        name: {"num_demos": 0, "random_steps": 5_000, "learning_starts": 5_000}
+        for name in ("hopper", "halfcheetah", "walker2d")
+    },
 }
 
 
@@ -30,5 +35,5 @@ def default_config(task: str) -> TrainConfig:
     import envs
 
     spec = envs.get_task(task)
-    config = TrainConfig(task=spec.name, env=spec.config_cls())
+    config = TrainConfig(task=spec.name, env=spec.config_cls() if spec.config_cls else None)
     return apply_overrides(config, PRESETS.get(spec.name, {}))

@@ -51,5 +51,8 @@ def load_config(run_dir: str | Path) -> TrainConfig:
     except json.JSONDecodeError as err:
         raise ConfigError(f"{path}: not valid JSON ({err})") from None
     spec = envs.get_task(data.get("task", ""))
+    if spec.config_cls is None:  # a task without an env config (gymnasium locomotion) saves env: null
+        base = TrainConfig(task=spec.name)
+        return from_dict(base, {k: v for k, v in data.items() if k != "env"})
     base = TrainConfig(task=spec.name, env=spec.config_cls())
     return from_dict(base, data)

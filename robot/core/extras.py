@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "test": ("pytest", "hypothesis", "stable_baselines3", "h5py"),
     "bench": ("stable_baselines3", "h5py", "hdf5plugin"),
     "hdf5": ("h5py",),
+    "lerobot": ("pyarrow", "av"),
 }
 
 

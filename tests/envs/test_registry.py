@@ -8,7 +8,7 @@ from envs.panda_reach import PandaReachConfig
 
 
 def test_task_names_and_lookup_by_name_or_gym_id():
-    assert envs.task_names() == ["peg-insert", "pick-cube", "reach", "stack-cubes"]
+    assert envs.task_names() == ["halfcheetah", "hopper", "peg-insert", "pick-cube", "reach", "stack-cubes", "walker2d"]
     spec = envs.get_task("pick-cube")
     assert envs.get_task("robot/PandaPickCube-v0") is spec
     assert spec.config_cls is PandaPickCubeConfig and spec.expert_cls is PickCubeExpert
@@ -17,7 +17,7 @@ def test_task_names_and_lookup_by_name_or_gym_id():
 
 def test_unknown_task_lists_the_known_ones():
     with pytest.raises(
-        ValueError, match=r"unknown task 'push-cube'; known tasks: peg-insert, pick-cube, reach, stack-cubes"
+        ValueError, match=r"unknown task 'push-cube'; known tasks: halfcheetah, hopper, peg-insert, pick-cube, reach"
     ):
         envs.get_task("push-cube")
 

@@ -36,13 +36,13 @@ def test_train_help_shows_defaults_including_the_preset(capsys):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["train", "no-such-task"], "unknown task 'no-such-task'; known tasks: peg-insert, pick-cube, reach"),
+        (["train", "no-such-task"], "unknown task 'no-such-task'; known tasks: halfcheetah, hopper, peg-insert"),
         (["train", "pick-cube", "--bogus", "1"], "unknown option(s): --bogus"),
         (["train", "pick-cube", "--agent.utd_ratio", "abc"], "agent.utd_ratio: expected int, got 'abc'"),
         (["train", "pick-cube", "--agent.num_subsample", "20"], "num_subsample: expected 1..num_critics"),
         (["train", "pick-cube", "--agent.compile", "fast"], "agent.compile: expected one of 'none', 'compile'"),
         (["train", "pick-cube", "--total_env_steps", "-5"], "total_env_steps: expected a positive number, got -5"),
-        (["train"], "missing TASK; known tasks: peg-insert, pick-cube, reach, stack-cubes"),
+        (["train"], "missing TASK; known tasks: halfcheetah, hopper, peg-insert, pick-cube, reach, stack-cubes"),
         (["eval", "no/such/run"], "not a run folder (no config.json)"),
         (["collect-demos", "pick-cube", "-n", "0", "--out", "x"], "-n: expected a positive number of episodes"),
     ],
