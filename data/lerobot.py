@@ -28,6 +28,7 @@ are 0 and the episode ends truncated.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import os
@@ -44,7 +45,6 @@ import numpy as np
 
 from data.episode_store import EpisodeStore
 from data.schema import STEP_STRINGS, DataValidationError, EpisodeMetadata, FieldSpec, Source, StoreSchema
-from robot.core.extras import require
 
 EXTRA = "lerobot"
 CODEBASE_VERSION = "v3.0"
@@ -65,6 +65,15 @@ _TASKS_PANDAS_META = {
          "metadata": None},
     ],
 }
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import an optional dependency or fail naming the extra (data/ may not import robot.core.extras)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"'{module}' is needed for LeRobot datasets; install it with: "
+                          f"pip install 'robot-stack[{extra}]'") from err
 
 
 def _pyarrow() -> tuple[ModuleType, ModuleType]:

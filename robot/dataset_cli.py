@@ -358,7 +358,7 @@ def cmd_export_video(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from rich.table import Table
 
-    from data.sim_replay import ReplayMismatchError, replay_episode
+    from robot.dataset_replay import ReplayMismatchError, replay_episode
 
     with _open_store(args.store) as store:
         indices = range(len(store)) if args.episode == "all" else [_episode_index(store, _int(args.episode))]
@@ -397,8 +397,8 @@ def _int(text: str) -> int:
 
 # ============================================================================================ generate
 def cmd_generate(argv: list[str]) -> int:
-    from data.generate import GenerateConfig, generate
     from robot.config import ConfigError, apply_overrides, describe_type, flat_fields
+    from robot.dataset_generate import GenerateConfig, generate
     from robot.progress import RichReporter, key_value_table
 
     base = GenerateConfig()

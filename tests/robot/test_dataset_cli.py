@@ -16,7 +16,7 @@ from data.lerobot import read_video  # noqa: E402
 from robot.cli import main  # noqa: E402
 from robot.demo_store import write_demos  # noqa: E402
 from robot.demos import collect_demos  # noqa: E402
-from tests.data.test_sim_replay import image_store  # noqa: E402
+from tests.robot.test_dataset_replay import image_store  # noqa: E402
 
 
 def run(capsys, *argv):

@@ -9,8 +9,8 @@ import pytest
 import envs
 from data.d4rl import load_d4rl_hdf5
 from data.episode_store import EpisodeStore
-from data.generate import GenerateConfig, choose_medium, generate, replay_episodes
-from data.sim_replay import replay_episode
+from robot.dataset_generate import GenerateConfig, choose_medium, generate, replay_episodes
+from robot.dataset_replay import replay_episode
 
 TINY = ("agent.hidden_dims=64,64", "agent.num_critics=2", "agent.batch_size=64", "random_steps=500",
         "learning_starts=500", "log_every=500")

@@ -8,9 +8,9 @@ import pytest
 import envs
 from data.episode_store import EpisodeStore
 from data.schema import DataValidationError, EpisodeMetadata, FieldSpec, Source, StoreSchema
-from data.sim_replay import ReplayMismatchError, replay_episode
 from envs.panda_pick_cube import PandaPickCubeConfig
 from robot.config import to_dict
+from robot.dataset_replay import ReplayMismatchError, replay_episode
 from robot.demo_store import write_demos
 from robot.demos import collect_demos, episode_seed
 
