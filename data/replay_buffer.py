@@ -3,7 +3,8 @@
 `ReplayBuffer` is a fixed-capacity ring of transitions in NumPy (pinned to host memory; batches are
 moved to the learner's device in one copy). `MixedSampler` draws a batch from several buffers with fixed
 per-source counts (RLPD's symmetric sampling: 50 % online, 50 % demos is `{"online": 0.5, "demo": 0.5}`),
-so the ratio is exact in every batch rather than only in expectation.
+so the ratio is exact in every batch rather than only in expectation. For dict observations with camera
+frames use `data.frame_replay.FrameReplayBuffer` (each frame stored once); MixedSampler mixes those too.
 
 Time-outs are not terminal states: `terminated` is stored separately from the episode end, and only
 `terminated` cuts the bootstrap in the critic target.
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -93,16 +96,25 @@ class ReplayBuffer:
 
     def save(self, path: Path) -> None:
         """Write to `path` (.npz) via a temporary file and rename, so a crash never leaves half a file."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, **self.state_dict())
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        save_npz_atomic(path, self.state_dict())
 
     def load(self, path: Path) -> None:
-        with np.load(Path(path)) as saved:
-            self.load_state_dict(dict(saved))
+        self.load_state_dict(load_npz(path))
+
+
+def save_npz_atomic(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
+    """`arrays` to `path` (.npz) via a temporary file, fsync and rename: a crash never leaves half a file."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez(tmp, **arrays)
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def load_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(Path(path)) as saved:
+        return dict(saved)
 
 
 def _encode_state(rng: np.random.Generator) -> np.ndarray:
@@ -114,10 +126,23 @@ def _parse_state(encoded: np.ndarray) -> dict:
     return json.loads(encoded.tobytes().decode())
 
 
-class MixedSampler:
-    """Samples batches whose rows come from named buffers in fixed proportions."""
+class ReplaySource(Protocol):
+    """What MixedSampler needs of a source: `ReplayBuffer` (flat) or `FrameReplayBuffer` (dict observations)."""
 
-    def __init__(self, sources: dict[str, ReplayBuffer], ratios: dict[str, float], seed: int = 0) -> None:
+    def __len__(self) -> int: ...
+
+    def sample(self, batch_size: int, rng: np.random.Generator | None = None) -> dict[str, Any]: ...
+
+
+class MixedSampler:
+    """Samples batches whose rows come from named buffers in fixed proportions.
+
+    Sources are usually named online, demo, intervention and synthetic (data.schema.Source). They must
+    give batches of the same structure: all `ReplayBuffer`s, or all `FrameReplayBuffer`s with the same
+    observation keys and the same storage (NumPy, or tensors on one device).
+    """
+
+    def __init__(self, sources: dict[str, ReplaySource], ratios: dict[str, float], seed: int = 0) -> None:
         if set(sources) != set(ratios):
             raise ValueError(f"ratios name {sorted(ratios)} but sources are {sorted(sources)}")
         if any(r < 0 for r in ratios.values()) or not np.isclose(sum(ratios.values()), 1.0):
@@ -137,27 +162,46 @@ class MixedSampler:
         counts[names[0]] += batch_size - sum(counts.values())
         return counts
 
-    def sample(self, batch_size: int, num_batches: int = 1) -> dict[str, np.ndarray]:
+    def sample(self, batch_size: int, num_batches: int = 1) -> dict[str, Any]:
         """`num_batches` consecutive batches of `batch_size` rows, each with the exact source ratio.
 
         Drawing all batches of a UTD block at once costs one gather per source instead of one per batch.
         """
-        parts = [
-            self.sources[k].sample(n * num_batches, self.rng)
+        parts = {
+            k: self.sources[k].sample(n * num_batches, self.rng)
             for k, n in self.counts(batch_size).items() if n > 0
-        ]
+        }
         if len(parts) == 1:
-            return parts[0]
-        out = {}
-        for key in BATCH_KEYS:
-            row_shape = parts[0][key].shape[1:]
-            # (num_batches, rows_of_source, ...) per source -> interleave so every batch is mixed.
-            chunks = [part[key].reshape(num_batches, -1, *row_shape) for part in parts]
-            out[key] = np.concatenate(chunks, axis=1).reshape(num_batches * batch_size, *row_shape)
-        return out
+            return next(iter(parts.values()))
+        return _interleave(parts, num_batches, batch_size)
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {"rng_state": _encode_state(self.rng)}
 
     def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
         self.rng.bit_generator.state = _parse_state(state["rng_state"])
+
+
+def _interleave(parts: dict[str, Any], num_batches: int, batch_size: int) -> Any:
+    """Concatenate per-source batches (nested dicts of arrays) so every block of `batch_size` is mixed."""
+    first_name, first = next(iter(parts.items()))
+    if isinstance(first, Mapping):
+        for name, part in parts.items():
+            if not isinstance(part, Mapping) or set(part) != set(first):
+                got = sorted(part) if isinstance(part, Mapping) else type(part).__name__
+                raise ValueError(
+                    f"MixedSampler: source {name!r} gives batch keys {got} but {first_name!r} gives {sorted(first)}; "
+                    "mix buffers of one kind (all ReplayBuffer or all FrameReplayBuffer with the same observations)"
+                )
+        return {key: _interleave({n: p[key] for n, p in parts.items()}, num_batches, batch_size) for key in first}
+    row_shape = tuple(first.shape[1:])
+    # (num_batches, rows_of_source, ...) per source -> concatenate on the row axis -> flat again.
+    chunks = [part.reshape(num_batches, -1, *row_shape) for part in parts.values()]
+    if all(isinstance(c, np.ndarray) for c in chunks):
+        return np.concatenate(chunks, axis=1).reshape(num_batches * batch_size, *row_shape)
+    import torch
+
+    if not all(isinstance(c, torch.Tensor) and c.device == chunks[0].device for c in chunks):
+        kinds = {n: getattr(p, "device", type(p).__name__) for n, p in parts.items()}
+        raise ValueError(f"MixedSampler: sources give arrays on different devices {kinds}; store them on one device")
+    return torch.cat(chunks, dim=1).reshape(num_batches * batch_size, *row_shape)
