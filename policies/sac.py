@@ -190,13 +190,29 @@ class SACAgent:
         self.target_entropy = (
             -action_dim / 2 if config.target_entropy is None else config.target_entropy
         )
+        self._critic_params, self._target_params = self._critic_trainables()
         self.actor_updater = Updater(self.actor.parameters(), config.optim)
-        self.critic_updater = Updater(self.critic.parameters(), config.optim)
+        self.critic_updater = Updater(self._critic_params, config.optim)
         self.temperature_updater = Updater([self.log_alpha], config.optim)
-        self._critic_params = list(self.critic.parameters())
-        self._target_params = list(self.target_critic.parameters())
         self._critic_loss = compile_step(self.critic_loss, config.compile, device)
         self._actor_loss = compile_step(self.actor_loss, config.compile, device)
+
+    # -- hooks for agents that encode observations (policies/image_sac.py) -----------------------
+    def _critic_trainables(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Weights the critic loss trains and their Polyak targets, in matching order."""
+        return list(self.critic.parameters()), list(self.target_critic.parameters())
+
+    def critic_inputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(critic input of obs, actor input of next_obs, target-critic input of next_obs)."""
+        return batch["obs"], batch["next_obs"], batch["next_obs"]
+
+    def actor_inputs(self, batch: dict) -> torch.Tensor:
+        """Actor input of obs (an encoder's features enter detached: the actor never trains them)."""
+        return batch["obs"]
+
+    def prepare(self, block: dict) -> dict:
+        """A sampled block as tensors on the learner's device."""
+        return to_tensors(block, self.device)
 
     # -- acting --------------------------------------------------------------------------------
     @torch.no_grad()
@@ -212,23 +228,25 @@ class SACAgent:
         """`members`: the REDQ subset of target critics for this step (drawn by the caller, so that a
         compiled loss sees it as an input rather than tracing the draw)."""
         cfg = self.config
+        obs, next_obs_actor, next_obs_target = self.critic_inputs(batch)
         with torch.no_grad():
-            next_action, next_log_prob = self.actor.sample(batch["next_obs"])
+            next_action, next_log_prob = self.actor.sample(next_obs_actor)
             # REDQ: min over a random subset of M target members; only those M are evaluated.
-            next_q = self.target_critic(batch["next_obs"], next_action, members=members)  # (M, B)
+            next_q = self.target_critic(next_obs_target, next_action, members=members)  # (M, B)
             next_v = next_q.min(dim=0).values  # (B,)
             if cfg.backup_entropy:
                 next_v = next_v - self.log_alpha.exp() * next_log_prob
-            target = batch["reward"] + cfg.discount * (1.0 - batch["terminated"]) * next_v
-        q = self.critic(batch["obs"], batch["action"])  # (E, B)
+            target = batch["reward"] + bootstrap_discount(batch, cfg.discount) * (1.0 - batch["terminated"]) * next_v
+        q = self.critic(obs, batch["action"])  # (E, B)
         # Mean over the batch, sum over members: each member regresses on the target at full scale.
         loss = (q - target).square().mean(dim=1).sum()
         return loss, {"train/critic_loss": loss.detach() / cfg.num_critics, "train/q_mean": q.detach().mean()}
 
     def actor_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the loss and log pi(a|s) of the sampled actions (the temperature step reuses them)."""
-        action, log_prob = self.actor.sample(batch["obs"])
-        q = self.critic(batch["obs"], action, detach_params=True).mean(dim=0)  # (B,)
+        obs = self.actor_inputs(batch)
+        action, log_prob = self.actor.sample(obs)
+        q = self.critic(obs, action, detach_params=True).mean(dim=0)  # (B,)
         return (self.log_alpha.exp().detach() * log_prob - q).mean(), log_prob.detach()
 
     # -- updates -------------------------------------------------------------------------------
@@ -256,20 +274,18 @@ class SACAgent:
         critic step k uses rows [k*B, (k+1)*B), the actor and temperature the last B rows.
         """
         b, utd = self.config.batch_size, self.config.utd_ratio
-        if len(block["obs"]) != b * utd:
-            raise ValueError(f"update: expected utd_ratio*batch_size = {b * utd} rows, got {len(block['obs'])}")
-        block = to_tensors(block, self.device)
+        if len(block["action"]) != b * utd:
+            raise ValueError(f"update: expected utd_ratio*batch_size = {b * utd} rows, got {len(block['action'])}")
+        block = self.prepare(block)
         for k in range(utd):
-            metrics = self.update_critic({key: v[k * b : (k + 1) * b] for key, v in block.items()})
-        actor_metrics, log_prob = self.update_actor({key: v[-b:] for key, v in block.items()})
+            metrics = self.update_critic(take_rows(block, slice(k * b, (k + 1) * b)))
+        actor_metrics, log_prob = self.update_actor(take_rows(block, slice(-b, None)))
         return {**metrics, **actor_metrics, **self.update_temperature(log_prob)}
 
     # -- checkpoints ---------------------------------------------------------------------------
     def state_tensors(self) -> tuple[dict[str, torch.Tensor], dict]:
         """All weights and optimizer state as a flat tensor dict + JSON layout of optimizer states."""
-        tensors = {f"actor.{k}": v for k, v in self.actor.state_dict().items()}
-        tensors |= {f"critic.{k}": v for k, v in self.critic.state_dict().items()}
-        tensors |= {f"target_critic.{k}": v for k, v in self.target_critic.state_dict().items()}
+        tensors = {f"{prefix}.{k}": v for prefix, m in self._modules().items() for k, v in m.state_dict().items()}
         tensors["log_alpha"] = self.log_alpha.detach()
         layout = {}
         for name, updater in self._updaters().items():
@@ -278,13 +294,16 @@ class SACAgent:
         return tensors, layout
 
     def load_state_tensors(self, tensors: dict[str, torch.Tensor], layout: dict) -> None:
-        modules = {"actor": self.actor, "critic": self.critic, "target_critic": self.target_critic}
-        for prefix, module in modules.items():
+        for prefix, module in self._modules().items():
             module.load_state_dict({k[len(prefix) + 1 :]: v for k, v in tensors.items() if k.startswith(prefix + ".")})
         with torch.no_grad():
             self.log_alpha.copy_(tensors["log_alpha"])
         for name, updater in self._updaters().items():
             updater.load_state_dict(optimizer_state_from_tensors(tensors, layout[name]))
+
+    def _modules(self) -> dict[str, nn.Module]:
+        """Checkpointed modules by key prefix."""
+        return {"actor": self.actor, "critic": self.critic, "target_critic": self.target_critic}
 
     def _updaters(self) -> dict[str, Updater]:
         return {"actor": self.actor_updater, "critic": self.critic_updater, "temperature": self.temperature_updater}
@@ -292,3 +311,14 @@ class SACAgent:
 
 def to_tensors(batch: dict[str, np.ndarray | torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: torch.as_tensor(v, dtype=torch.float32, device=device) for k, v in batch.items()}
+
+
+def take_rows(batch: dict, rows: slice) -> dict:
+    """The same rows of every array of a (possibly nested: observation dicts) batch."""
+    return {k: take_rows(v, rows) if isinstance(v, dict) else v[rows] for k, v in batch.items()}
+
+
+def bootstrap_discount(batch: dict[str, torch.Tensor], discount: float) -> torch.Tensor | float:
+    """gamma, or gamma ** horizon per row when the batch comes from an n-step buffer (`horizon` = steps
+    between obs and next_obs, shorter where an episode ended)."""
+    return discount ** batch["horizon"] if "horizon" in batch else discount
