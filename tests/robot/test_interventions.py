@@ -1,0 +1,184 @@
+"""Interventions: routing into both buffers, counts in metrics, teleop devices in control, teleop recording."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import envs
+from data.episode_store import EpisodeStore
+from data.schema import Source
+from hardware.teleop import KeyboardTeleop, KeyEvent, QueueKeySource
+from robot.config import apply_overrides
+from robot.core.metrics import read_metrics
+from robot.demo_store import read_demo_transitions
+from robot.interventions import (
+    EXECUTED_ACTION_KEY,
+    INTERVENTION_KEY,
+    InterventionConfig,
+    InterventionWrapper,
+    ScriptedIntervention,
+    make_intervention_source,
+    record_teleop_episodes,
+)
+from robot.presets import default_config
+from robot.run_dir import create_run_dir, save_config
+from robot.train import Trainer
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_trainer_routes_intervention_transitions_to_both_buffers_and_logs_counts(tmp_path):
+    config = apply_overrides(default_config("reach"), {
+        "total_env_steps": 150, "learning_starts": 60, "random_steps": 0, "eval_every": 150, "eval_episodes": 1,
+        "checkpoint_every": 150, "log_every": 50, "num_demos": 0, "agent.hidden_dims": "16,16",
+        "agent.batch_size": 16, "agent.num_critics": 2, "run_root": str(tmp_path),
+        "interventions.device": "scripted", "interventions.schedule": "late", "interventions.explore_steps": 5,
+        "interventions.takeover_steps": 10,
+    })
+    run_dir = create_run_dir(config.run_root, config.task)
+    save_config(run_dir, config)
+    trainer = Trainer(config, run_dir)
+    summary = trainer.run()
+    counts = trainer.interventions.counts()
+    # Every step is in the online buffer; exactly the person's steps are in the demo buffer (no demos here).
+    assert len(trainer.online) == 150
+    assert 0 < counts["interventions"] == len(trainer.demos) < 150
+    # One takeover per episode that lasted past explore_steps, at most takeover_steps each.
+    assert 1 <= counts["takeovers"] <= summary["episodes"] + 1
+    assert counts["interventions"] <= 10 * counts["takeovers"]
+    # The demo rows are the online rows the person produced, in order, with the executed (expert) actions.
+    n_demo, j = len(trainer.demos), 0
+    for i in range(n_demo):
+        while not np.array_equal(trainer.online.obs[j], trainer.demos.obs[i]):
+            j += 1
+        assert np.array_equal(trainer.online.action[j], trainer.demos.action[i])
+        j += 1
+    rows = [r for r in read_metrics(run_dir) if "train/interventions" in r]
+    assert rows and rows[-1]["train/interventions"] == counts["interventions"]
+    assert rows[-1]["train/takeovers"] == counts["takeovers"]
+    assert summary["interventions"] == counts["interventions"]
+
+
+class _MaskingEnv(gym.Wrapper):
+    """An env whose own info carries keys named like the intervention flag (LeRobot #3273)."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        return obs, reward, terminated, truncated, {**info, INTERVENTION_KEY: False, EXECUTED_ACTION_KEY: "env's"}
+
+
+def test_intervention_flag_cannot_be_masked_by_the_envs_info_and_keyboard_takes_over():
+    env = _MaskingEnv(envs.make("pick-cube"))
+    clock = ManualClock()
+    keys = QueueKeySource()
+    keyboard = KeyboardTeleop(source=keys, clock=clock)
+    wrapped = InterventionWrapper(env, make_intervention_source(
+        InterventionConfig(device="keyboard"), env, "pick-cube", None, 0, device=keyboard))
+    wrapped.reset(seed=0)
+    policy_action = np.array([0.0, 0.0, -1.0, -1.0], np.float32)
+    _, _, _, _, info = wrapped.step(policy_action)  # nobody touches the keyboard: the policy acts
+    assert info[INTERVENTION_KEY] is False and np.array_equal(info[EXECUTED_ACTION_KEY], policy_action)
+    keys.push("w")
+    keys.push("c")
+    clock.now += 0.1
+    _, _, _, _, info = wrapped.step(policy_action)
+    assert info[INTERVENTION_KEY] is True
+    assert np.array_equal(info[EXECUTED_ACTION_KEY], [1.0, 0.0, 0.0, 1.0])  # +x and close the gripper
+    keys.push(KeyEvent("w", pressed=False))
+    keys.push(KeyEvent("c", pressed=False))
+    clock.now += 0.1
+    _, _, _, _, info = wrapped.step(policy_action)
+    assert info[INTERVENTION_KEY] is False
+    keys.push("r")
+    clock.now += 0.1
+    wrapped.step(policy_action)
+    assert wrapped.counts() == {"interventions": 2, "takeovers": 2}
+    wrapped.close()
+    assert not keyboard.is_connected
+
+
+def test_scripted_stand_in_takes_over_when_the_policy_is_stuck_and_its_state_round_trips():
+    config = InterventionConfig(device="scripted", schedule="stuck", stuck_window=5, takeover_steps=4,
+                                max_takeovers_per_episode=2, expert_noise=0.1)
+    env = envs.make("reach")
+    wrapped = InterventionWrapper(env, ScriptedIntervention(config, "reach", None, seed=3))
+    wrapped.reset(seed=1)
+    flags = [wrapped.step(np.zeros(3, np.float32))[4][INTERVENTION_KEY] for _ in range(20)]
+    # A policy that never moves: the expert takes over after the window, for takeover_steps, at most twice.
+    assert flags[:5] == [False] * 5 and flags[5:9] == [True] * 4
+    assert sum(flags) == 8 and wrapped.counts()["takeovers"] == 2
+    state = wrapped.state_dict()
+    other = InterventionWrapper(envs.make("reach"), ScriptedIntervention(config, "reach", None, seed=99))
+    other.load_state_dict(state)  # a resumed run resets the episode it saved at again
+    other.reset(seed=1)
+    assert other.state_dict() == state
+    env.close()
+    other.close()
+
+
+def test_spacemouse_without_the_hardware_extra_names_the_extra():
+    try:
+        import pyspacemouse  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        pytest.skip("pyspacemouse is installed here")
+    env = envs.make("reach")
+    with pytest.raises(ValueError, match=r"interventions.device spacemouse: .*robot-stack\[hardware\]"):
+        make_intervention_source(InterventionConfig(device="spacemouse"), env, "reach", None, 0)
+    env.close()
+
+
+def test_teleop_recording_stores_the_typed_actions_as_demo_episodes(tmp_path):
+    """A scripted typist presses the keys a person would (toward the target) into the real keyboard device."""
+    clock = ManualClock()
+    keys = QueueKeySource()
+    held: set[str] = set()
+    expert = envs.make_expert("reach", noise_std=0.0, seed=0)
+
+    def typist(obs, info):
+        clock.now += 0.1
+        action = expert(obs)
+        wanted = {k for axis, (pos, neg) in enumerate((("w", "s"), ("a", "d"), ("r", "f")))
+                  for k, on in ((pos, action[axis] > 0.3), (neg, action[axis] < -0.3)) if on}
+        for key in held - wanted:
+            keys.push(KeyEvent(key, pressed=False))
+        for key in wanted:
+            keys.push(key)
+        held.clear()
+        held.update(wanted)
+
+    out = tmp_path / "teleop"
+    keyboard = KeyboardTeleop(source=keys, clock=clock)
+    indices = record_teleop_episodes("reach", keyboard, 2, out, seed=0, realtime=False, on_step=typist,
+                                     max_attempts=6)
+    assert indices == [0, 1] and not keyboard.is_connected
+    with EpisodeStore.open(out) as store:
+        for i in indices:
+            meta = store.metadata(i)
+            assert meta.source is Source.DEMO and meta.success and meta.extra["policy"] == "teleop"
+            steps = store.episode(i).load(["action", "intervention"])
+            typed = steps["intervention"]
+            assert typed.any()
+            # Actions are key twists (each axis -1, 0 or +1) while typing, and the zero hold otherwise.
+            assert set(np.unique(steps["action"][typed])) <= {-1.0, 0.0, 1.0}
+            assert not steps["action"][~typed].any()
+        total = sum(store.metadata(i).length for i in indices)
+    demo = read_demo_transitions(out, "reach")  # what `robot train --demo_store` reads
+    assert len(demo["obs"]) == total
+
+
+def test_collect_demos_teleop_without_a_terminal_is_one_clear_error(tmp_path, capsys):
+    from robot.cli import main
+
+    out = tmp_path / "demos"
+    assert main(["collect-demos", "reach", "-n", "1", "--teleop", "keyboard", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--teleop keyboard" in err and "terminal" in err
+    assert not out.exists()  # nothing created before the device was available
