@@ -118,6 +118,95 @@ def state_vector(
     return np.asarray(obs, dtype=np.float64)
 
 
+# ---------------------------------------------------------------------------------------------
+# Task semantics shared by the sim env and the real one (``envs.real``): spaces, action -> target,
+# gripper, reward terms, relative frame. One definition, so a policy sees the same task on both.
+# ---------------------------------------------------------------------------------------------
+def task_spaces(env_cls: type, config: PandaConfig) -> tuple[gym.spaces.Box, gym.spaces.Box, gym.spaces.Space]:
+    """(action, state, observation) spaces of a Panda task class (``PandaEnv`` subclass) under ``config``."""
+    n_act = 3 + (3 if config.rotation else 0) + (1 if env_cls.has_gripper_action else 0)
+    action_space = gym.spaces.Box(-1.0, 1.0, shape=(n_act,), dtype=np.float32)
+    low, high = layout_bounds(env_cls.obs_layout, env_cls.obs_bounds)
+    state_space = gym.spaces.Box(low, high, dtype=np.float32)
+    if not config.image_obs:
+        return action_space, state_space, state_space
+    height, width = config.image_size
+    proprio = env_cls.proprio_dim
+    spaces: dict[str, gym.spaces.Space] = {"state": gym.spaces.Box(low[:proprio], high[:proprio], dtype=np.float32)}
+    for camera in config.cameras:
+        spaces[camera] = gym.spaces.Box(0, 255, shape=(height, width, 3), dtype=np.uint8)
+    return action_space, state_space, gym.spaces.Dict(spaces)
+
+
+def action_target(action: np.ndarray, tcp_pos: np.ndarray, tcp_rot: np.ndarray, tcp_quat: np.ndarray,
+                  hold_quat: np.ndarray, config: PandaConfig, target_quat: np.ndarray) -> np.ndarray:
+    """World tool target of a clipped action from the measured tool pose: position (clipped to the
+    workspace box) returned, orientation written into ``target_quat`` (rotated, or ``hold_quat``)."""
+    target_pos = tcp_pos + tcp_rot @ (action[:3] * config.action_scale_m)
+    np.clip(target_pos, config.workspace_low_m, config.workspace_high_m, out=target_pos)
+    if config.rotation:
+        target_quat[:] = tcp_quat
+        mujoco.mju_quatIntegrate(target_quat, action[3:6] * config.action_scale_rad, 1.0)
+    else:
+        target_quat[:] = hold_quat
+    return target_pos
+
+
+def gripper_command(command: float, closed: bool) -> bool:
+    """SERL's binary gripper: >= 0.5 closes, <= -0.5 opens, anything between keeps ``closed``."""
+    if command >= 0.5:
+        return True
+    if command <= -0.5:
+        return False
+    return closed
+
+
+def step_reward(reward: float, success: bool, toggled: bool, config: PandaConfig) -> float:
+    """The task's reward plus the shared terms: the dense shaping cost and the gripper toggle penalty."""
+    if config.dense_reward and not success:
+        # Shaping becomes a cost in [-1, 0): with time-outs bootstrapped (not terminal), a positive
+        # per-step bonus would be worth more than ending the episode by succeeding (up to
+        # 0.9 / (1 - gamma) against 1), so the optimal policy would hover next to success.
+        reward -= 1.0
+    if toggled:
+        reward -= config.gripper_toggle_penalty
+    return reward
+
+
+class RelativeFrame:
+    """SERL's relative frame for a task class: poses in the reset tool frame, vectors in the current one."""
+
+    def __init__(self, env_cls: type) -> None:
+        self._layout = env_cls.obs_layout
+        self._positions = env_cls.position_fields
+        self._quats = env_cls.quat_fields
+        self._reset_vectors = env_cls.reset_frame_vector_fields
+        self._tool_vectors = env_cls.tool_vector_fields
+        self._reset_pos = np.zeros(3)
+        self._reset_rot = np.eye(3)
+        self._reset_quat_inv = np.array([1.0, 0.0, 0.0, 0.0])
+        self._quat = np.zeros(4)
+
+    def set_reset_pose(self, tcp_pos: np.ndarray, tcp_quat: np.ndarray) -> None:
+        self._reset_pos[:] = tcp_pos
+        self._reset_rot[:] = quat_to_matrix(tcp_quat)
+        mujoco.mju_negQuat(self._reset_quat_inv, np.asarray(tcp_quat, dtype=np.float64))
+
+    def apply(self, state: np.ndarray, tcp_rot: np.ndarray) -> None:
+        """Re-express the world-frame ``state`` in place; ``tcp_rot`` is the current tool orientation."""
+        layout, rot0_t, quat = self._layout, self._reset_rot.T, self._quat
+        for name in self._positions:
+            state[layout[name]] = rot0_t @ (state[layout[name]] - self._reset_pos)
+        for name in self._quats:
+            mujoco.mju_mulQuat(quat, self._reset_quat_inv, state[layout[name]].astype(np.float64))
+            state[layout[name]] = quat if quat[0] >= 0.0 else -quat
+        for name in self._reset_vectors:
+            state[layout[name]] = rot0_t @ state[layout[name]]
+        rot_t = tcp_rot.T
+        for name in self._tool_vectors:
+            state[layout[name]] = rot_t @ state[layout[name]]
+
+
 @dataclass
 class RandomizationConfig:
     """Per-episode visual and physical randomisation, drawn at reset after the task's object poses.
@@ -333,35 +422,17 @@ class PandaEnv(gym.Env):
         self._init_randomization()
         self._stepper = self._compiled_stepper(arm_act[0]) if config.compiled_controller else None
 
-        n_act = 3 + (3 if config.rotation else 0) + (1 if self.has_gripper_action else 0)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(n_act,), dtype=np.float32)
-        low, high = layout_bounds(self.obs_layout, self.obs_bounds)
-        self.state_space = gym.spaces.Box(low, high, dtype=np.float32)
-        """The flat state vector's space (the observation space unless ``image_obs``)."""
-        if config.image_obs:
-            height, width = config.image_size
-            spaces: dict[str, gym.spaces.Space] = {
-                "state": gym.spaces.Box(low[: self.proprio_dim], high[: self.proprio_dim], dtype=np.float32)
-            }
-            for camera in config.cameras:
-                spaces[camera] = gym.spaces.Box(0, 255, shape=(height, width, 3), dtype=np.uint8)
-            self.observation_space = gym.spaces.Dict(spaces)
-        else:
-            self.observation_space = self.state_space
+        self.action_space, self.state_space, self.observation_space = task_spaces(type(self), config)
+        """``state_space``: the flat state vector's space (the observation space unless ``image_obs``)."""
 
-        self._ws_low = np.array(config.workspace_low_m)
-        self._ws_high = np.array(config.workspace_high_m)
         self._tcp_quat = np.zeros(4)
         self._tcp_xmat = np.zeros(9)
         self._twist = np.zeros(6)
         self._hold_quat = np.array([1.0, 0.0, 0.0, 0.0])
         self._target_quat = np.zeros(4)
-        self._obs = np.zeros(low.shape[0], dtype=np.float32)
+        self._obs = np.zeros(self.state_space.shape[0], dtype=np.float32)
         self._gripper_closed = False
-        self._reset_pos = np.zeros(3)  # reset tool pose, for relative_frame
-        self._reset_rot = np.eye(3)
-        self._reset_quat_inv = np.array([1.0, 0.0, 0.0, 0.0])
-        self._frame_quat = np.zeros(4)
+        self._relative_frame = RelativeFrame(type(self))
         self._image_renderer: CameraRenderer | None = None
         self._renderer: CameraRenderer | None = None
 
@@ -412,9 +483,7 @@ class PandaEnv(gym.Env):
         self._arm_ctrl[:] = self.controller.last_torque_nm
         self._hold_quat[:] = self.robot.site_quat_world()
         if self.config.relative_frame:
-            self._reset_pos[:] = self.robot.site_pos_world
-            self._reset_rot[:] = self.robot.site_xmat_world.reshape(3, 3)
-            mujoco.mju_negQuat(self._reset_quat_inv, self._hold_quat)
+            self._relative_frame.set_reset_pose(self.robot.site_pos_world, self._hold_quat)
         self._observe_state()
         info = {"is_success": False, **self._reset_info()}
         return self._observation(info), info
@@ -429,24 +498,14 @@ class PandaEnv(gym.Env):
         cfg = self.config
 
         # New target from the measured tool pose (as SERL does: no wind-up when the tool is blocked).
-        tcp_rot = self._tcp_xmat.reshape(3, 3)
-        target_pos = self.robot.site_pos_world + tcp_rot @ (a[:3] * cfg.action_scale_m)
-        np.clip(target_pos, self._ws_low, self._ws_high, out=target_pos)
-        if cfg.rotation:
-            self._target_quat[:] = self._tcp_quat
-            mujoco.mju_quatIntegrate(self._target_quat, a[3:6] * cfg.action_scale_rad, 1.0)
-        else:
-            self._target_quat[:] = self._hold_quat
+        target_pos = action_target(a, self.robot.site_pos_world, self._tcp_xmat.reshape(3, 3), self._tcp_quat,
+                                   self._hold_quat, cfg, self._target_quat)
         self.controller.set_target(target_pos, self._target_quat)
 
         toggled = False
         if self.has_gripper_action:
-            gripper_cmd = a[-1]
             was_closed = self._gripper_closed
-            if gripper_cmd >= 0.5:
-                self._gripper_closed = True
-            elif gripper_cmd <= -0.5:
-                self._gripper_closed = False
+            self._gripper_closed = gripper_command(a[-1], was_closed)
             toggled = self._gripper_closed != was_closed
             # Full speed toward closed or open; the actuator's width command stops at 0 / 0.08 m.
             self.data.ctrl[self._gripper_actuator] = (
@@ -456,13 +515,7 @@ class PandaEnv(gym.Env):
         self._simulate()
         self._observe_state()
         reward, success, info = self._evaluate()
-        if cfg.dense_reward and not success:
-            # Shaping becomes a cost in [-1, 0): with time-outs bootstrapped (not terminal), a positive
-            # per-step bonus would be worth more than ending the episode by succeeding (up to
-            # 0.9 / (1 - gamma) against 1), so the optimal policy would hover next to success.
-            reward -= 1.0
-        if toggled:
-            reward -= cfg.gripper_toggle_penalty
+        reward = step_reward(reward, success, toggled, cfg)
         info = {"is_success": success, **info}
         return self._observation(info), reward, success, False, info
 
@@ -577,22 +630,7 @@ class PandaEnv(gym.Env):
 
     def _to_relative_frame(self, state: np.ndarray) -> None:
         """Re-express world-frame fields in the reset tool frame (poses) or the current one (vectors)."""
-        layout, rot0_t = self.obs_layout, self._reset_rot.T
-        for name in self.position_fields:
-            part = layout[name]
-            state[part] = rot0_t @ (state[part] - self._reset_pos)
-        quat = self._frame_quat
-        for name in self.quat_fields:
-            part = layout[name]
-            mujoco.mju_mulQuat(quat, self._reset_quat_inv, state[part].astype(np.float64))
-            state[part] = quat if quat[0] >= 0.0 else -quat
-        for name in self.reset_frame_vector_fields:
-            part = layout[name]
-            state[part] = rot0_t @ state[part]
-        rot_t = self._tcp_xmat.reshape(3, 3).T
-        for name in self.tool_vector_fields:
-            part = layout[name]
-            state[part] = rot_t @ state[part]
+        self._relative_frame.apply(state, self._tcp_xmat.reshape(3, 3))
 
     # ------------------------------------------------------------------------------ randomisation
     def _init_randomization(self) -> None:

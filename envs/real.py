@@ -13,30 +13,43 @@ one policy period past the previous observation, then read the state (and camera
 current tool frame, as the sim does.
 
 Where task values come from: a twin server (``robot serve --twin TASK``) reports its task state, reward
-and success with every state, so flat-state tasks, rewards and success work as in the sim (its reward
-options are the server task's defaults). A real arm measures only the proprio part: use ``image_obs``
-(state = proprio + cameras) and pass ``reward_fn(obs, info) -> (reward, success)`` (e.g. a reward
-classifier); without one the reward is 0 and episodes end by time-out.
+and success with every state, so flat-state tasks, rewards and success work as in the sim. Each ``reset``
+sends this env's task config (``task_config_fields``); the twin validates it and serves its task with it
+(reward options such as ``dense_reward``, target ranges, success thresholds, randomisation), so the twin
+never scores a client with other options than the client's own. A real arm measures only the proprio
+part: use ``image_obs`` (state = proprio + cameras) and pass ``reward_fn(obs, info) -> (reward, success)``
+(e.g. a reward classifier); without one the reward is 0 and episodes end by time-out.
 
-Connection: ``RealRobotConnection`` (loopback, port 5555, token from ``ROBOT_SERVER_TOKEN`` when empty).
-The env connects at its first ``reset``.
+Connection: ``RealRobotConnection`` (loopback, port 5555; token, token file, else ``ROBOT_SERVER_TOKEN``).
+The env connects at its first ``reset``. ``make_env(task, config, server)`` is the one switch that the
+training, evaluation and demo code uses: the sim env without a server, this env with ``HOST:PORT``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
-import mujoco
 import numpy as np
 
-from envs.panda_base import PandaConfig, PandaEnv, layout_bounds, quat_to_matrix
-from envs.registry import get_task, task_names
+from envs.panda_base import (
+    PandaConfig,
+    PandaEnv,
+    RelativeFrame,
+    action_target,
+    gripper_command,
+    quat_to_matrix,
+    step_reward,
+    task_spaces,
+)
+from envs.registry import get_task, make, task_names
 from hardware.server.client import RobotClient
 
 GYM_ID = "robot/RealPanda-v0"
@@ -54,18 +67,63 @@ class RealRobotConnection:
     port: int = 5555
     """Server TCP port."""
     token: str = ""
-    """Shared secret; empty reads the ROBOT_SERVER_TOKEN environment variable."""
+    """Shared secret; empty reads token_file, else the ROBOT_SERVER_TOKEN environment variable."""
+    token_file: str = ""
+    """File holding the token (``robot serve --token-file``); read at connect time, never stored elsewhere."""
     timeout_s: float = 10.0
     """Longest wait for any reply [s]."""
     max_wait_periods: float = 5.0
     """A step waits at most this many policy periods for the server clock to advance."""
 
     def resolved_token(self) -> str:
-        token = self.token or os.environ.get(TOKEN_ENV, "")
+        if self.token:
+            return self.token
+        if self.token_file:
+            path = Path(self.token_file)
+            if not path.is_file():
+                raise FileNotFoundError(f"robot server token file {path} does not exist")
+            token = path.read_text().strip()
+            if not token:
+                raise ValueError(f"robot server token file {path} is empty")
+            return token
+        token = os.environ.get(TOKEN_ENV, "")
         if not token:
-            raise ValueError(f"no robot server token: set RealRobotConnection.token or the {TOKEN_ENV} "
+            raise ValueError(f"no robot server token: pass a token file or set the {TOKEN_ENV} "
                              "environment variable (robot serve prints where it wrote the token)")
         return token
+
+
+def parse_server_address(server: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:PORT`` for IPv6) -> (host, port); one clear error otherwise."""
+    host, sep, port = server.strip().rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise ValueError(f"robot server address {server!r}: expected HOST:PORT, e.g. 127.0.0.1:5555")
+    return host, int(port)
+
+
+def connection_for(server: str, token_file: str = "") -> RealRobotConnection:
+    """The connection to ``HOST:PORT`` with the token from ``token_file`` (else ``ROBOT_SERVER_TOKEN``)."""
+    host, port = parse_server_address(server)
+    return RealRobotConnection(host=host, port=port, token_file=token_file)
+
+
+def make_env(task: str, config: Any = None, server: str = "", token_file: str = "") -> gym.Env:
+    """The env of ``task``: the sim (``envs.make``) without ``server``, the robot behind ``HOST:PORT`` with it
+    (a twin or a real arm, same spaces and wrappers)."""
+    if not server:
+        return make(task, config)
+    return make_real(task, config, connection_for(server, token_file))
+
+
+SERVER_OWNED_FIELDS = ("policy_hz", "physics_dt_s", "controller", "compiled_controller")
+"""Env config fields a server never takes from a client: the twin's physics runs at its loop rate and the
+server's impedance gains drive the arm (as on the real one); the policy rate is the client's own pacing."""
+
+
+def task_config_fields(config: PandaConfig) -> dict[str, Any]:
+    """The env config sent with each ``reset`` as JSON values (the twin serves its task with it)."""
+    return {k: v for k, v in dataclasses.asdict(config).items() if k not in SERVER_OWNED_FIELDS}
 
 
 def panda_task_names() -> list[str]:
@@ -105,34 +163,19 @@ class RealPandaEnv(gym.Env):
         self.connection = connection or RealRobotConnection()
         self.reward_fn = reward_fn
         self.metadata = {**self.metadata, "render_fps": config.policy_hz}
-        self._cls = cls
         self.has_gripper_action = cls.has_gripper_action
         self.proprio_dim = cls.proprio_dim
-
-        n_act = 3 + (3 if config.rotation else 0) + (1 if cls.has_gripper_action else 0)
-        self.action_space = gym.spaces.Box(-1.0, 1.0, shape=(n_act,), dtype=np.float32)
-        low, high = layout_bounds(cls.obs_layout, cls.obs_bounds)
-        self.state_space = gym.spaces.Box(low, high, dtype=np.float32)
-        if config.image_obs:
-            height, width = config.image_size
-            spaces: dict[str, gym.spaces.Space] = {
-                "state": gym.spaces.Box(low[: cls.proprio_dim], high[: cls.proprio_dim], dtype=np.float32)}
-            for camera in config.cameras:
-                spaces[camera] = gym.spaces.Box(0, 255, shape=(height, width, 3), dtype=np.uint8)
-            self.observation_space = gym.spaces.Dict(spaces)
-        else:
-            self.observation_space = self.state_space
+        self.action_space, self.state_space, self.observation_space = task_spaces(cls, config)
 
         self._client = client
-        self._ws_low, self._ws_high = np.array(config.workspace_low_m), np.array(config.workspace_high_m)
+        self._config_fields = task_config_fields(config)
         self._period_s = 1.0 / config.policy_hz
         self._state: dict[str, Any] = {}
         self._obs_time_s = 0.0
         self._gripper_closed = False
         self._hold_quat = np.array([1.0, 0.0, 0.0, 0.0])
-        self._reset_pos = np.zeros(3)
-        self._reset_rot = np.eye(3)
-        self._reset_quat_inv = np.array([1.0, 0.0, 0.0, 0.0])
+        self._target_quat = np.zeros(4)
+        self._relative_frame = RelativeFrame(cls)
 
     # ------------------------------------------------------------------------------------ connection
     @property
@@ -167,13 +210,11 @@ class RealPandaEnv(gym.Env):
     # ------------------------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
-        self._state = state = self.client.reset(seed)
+        self._state = state = self.client.reset(seed, task=self.task, task_config=self._config_fields)
         self._obs_time_s = float(state["time_s"])
         self._gripper_closed = False
         self._hold_quat[:] = state["tcp_quat"]
-        self._reset_pos[:] = state["tcp_pos"]
-        self._reset_rot[:] = quat_to_matrix(self._hold_quat)
-        mujoco.mju_negQuat(self._reset_quat_inv, self._hold_quat)
+        self._relative_frame.set_reset_pose(np.asarray(state["tcp_pos"]), self._hold_quat)
         info = {"is_success": False, **self._evaluate(state)[2]}
         return self._observation(state, info), info
 
@@ -187,32 +228,21 @@ class RealPandaEnv(gym.Env):
         cfg, state, client = self.config, self._state, self.client
 
         tcp_quat = np.asarray(state["tcp_quat"], dtype=np.float64)
-        target_pos = np.asarray(state["tcp_pos"]) + quat_to_matrix(tcp_quat) @ (a[:3] * cfg.action_scale_m)
-        np.clip(target_pos, self._ws_low, self._ws_high, out=target_pos)
-        if cfg.rotation:
-            target_quat = tcp_quat.copy()
-            mujoco.mju_quatIntegrate(target_quat, a[3:6] * cfg.action_scale_rad, 1.0)
-        else:
-            target_quat = self._hold_quat
-        client.set_target(target_pos, target_quat)
+        target_pos = action_target(a, np.asarray(state["tcp_pos"], dtype=np.float64), quat_to_matrix(tcp_quat),
+                                   tcp_quat, self._hold_quat, cfg, self._target_quat)
+        client.set_target(target_pos, self._target_quat)
 
         toggled = False
         if self.has_gripper_action:
             was_closed = self._gripper_closed
-            if a[-1] >= 0.5:
-                self._gripper_closed = True
-            elif a[-1] <= -0.5:
-                self._gripper_closed = False
+            self._gripper_closed = gripper_command(a[-1], was_closed)
             toggled = self._gripper_closed != was_closed
             if toggled:
                 client.gripper(self._gripper_closed)
 
         self._state = state = self._wait_for_next_observation()
         reward, success, info = self._evaluate(state)
-        if cfg.dense_reward and not success:
-            reward -= 1.0
-        if toggled:
-            reward -= cfg.gripper_toggle_penalty
+        reward = step_reward(reward, success, toggled, cfg)
         info = {"is_success": success, **info}
         obs = self._observation(state, info)
         if self.reward_fn is not None:
@@ -225,12 +255,13 @@ class RealPandaEnv(gym.Env):
         """Sleep until the server clock is one policy period past the last observation, then read the state."""
         deadline = self._obs_time_s + self._period_s
         give_up = time.monotonic() + self.connection.max_wait_periods * self._period_s + self.connection.timeout_s
+        speed = float(self.client.server_info.get("speed", 1.0))  # a fast-forwarded twin's clock rate
         state = self.client.state()
         while state["time_s"] < deadline - 1e-9:
             if time.monotonic() > give_up:
                 raise TimeoutError(f"robot server clock stuck at {state['time_s']:.3f} s "
                                    f"(waiting for {deadline:.3f} s)")
-            time.sleep(max(deadline - state["time_s"], 0.0005))
+            time.sleep(max((deadline - state["time_s"]) / speed, 0.0005))
             state = self.client.state()
         self._obs_time_s = float(state["time_s"])
         return state
@@ -261,7 +292,7 @@ class RealPandaEnv(gym.Env):
         obs_state = world.copy()
         if cfg.relative_frame:
             info["state"] = world.copy()
-            self._to_relative_frame(obs_state, np.asarray(state["tcp_quat"]))
+            self._relative_frame.apply(obs_state, quat_to_matrix(np.asarray(state["tcp_quat"])))
         if not cfg.image_obs:
             return obs_state
         info.setdefault("state", world)
@@ -271,21 +302,6 @@ class RealPandaEnv(gym.Env):
             image, _stamp = frames[camera]
             obs[camera] = np.array(image, dtype=np.uint8)
         return obs
-
-    def _to_relative_frame(self, state: np.ndarray, tcp_quat: np.ndarray) -> None:
-        cls, rot0_t = self._cls, self._reset_rot.T
-        layout = cls.obs_layout
-        for name in cls.position_fields:
-            state[layout[name]] = rot0_t @ (state[layout[name]] - self._reset_pos)
-        quat = np.zeros(4)
-        for name in cls.quat_fields:
-            mujoco.mju_mulQuat(quat, self._reset_quat_inv, state[layout[name]].astype(np.float64))
-            state[layout[name]] = quat if quat[0] >= 0.0 else -quat
-        for name in cls.reset_frame_vector_fields:
-            state[layout[name]] = rot0_t @ state[layout[name]]
-        rot_t = quat_to_matrix(tcp_quat).T
-        for name in cls.tool_vector_fields:
-            state[layout[name]] = rot_t @ state[layout[name]]
 
 
 def make_real(task: str, config: PandaConfig | None = None, connection: RealRobotConnection | None = None,

@@ -2,6 +2,7 @@
 
     robot tasks                              list registered tasks and their spaces
     robot collect-demos TASK -n N --out DIR  scripted expert demos into an episode store
+    robot collect-demos TASK -n N --teleop keyboard|spacemouse   record demos yourself
     robot train TASK [--key value ...]       train (options: robot train TASK --help)
     robot train --resume RUN_DIR             continue a run from its last checkpoint
     robot eval RUN_DIR [--episodes N]        evaluate a run's latest checkpoint
@@ -168,28 +169,34 @@ def _run_training(config, run_dir: Path, resume: bool) -> int:
 # robot eval
 # ---------------------------------------------------------------------------------------------
 def cmd_eval(args: argparse.Namespace) -> int:
-    from policies.sac import SACAgent
     from robot.core.checkpoint import atomic_write_text, latest_checkpoint, load_state
     from robot.core.device import resolve_device
     from robot.progress import key_value_table
     from robot.run_dir import load_config
-    from robot.train import evaluate
+    from robot.train import build_agent, evaluate
 
     run_dir = Path(args.run_dir)
     config = load_config(run_dir)
     ckpt = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run_dir / "checkpoints")
     if ckpt is None or not (ckpt / "agent.safetensors").is_file():
         raise CommandLineError(f"{run_dir}: no committed checkpoint to evaluate (expected checkpoints/step_N/)")
-    import envs
+    from envs.real import make_env, parse_server_address
 
-    env = envs.make(config.task, config.env)
+    server, token_file = config.robot_server, config.robot_token_file
+    if args.server is not None:  # another robot server than the run's (or "" for the sim)
+        server, token_file = args.server, args.token_file or ""
+        if server:
+            parse_server_address(server)
+    env = make_env(config.task, config.env, server, token_file)  # a robot env connects only at reset
     device = resolve_device(config.device)
-    agent = SACAgent(env.observation_space.shape[0], env.action_space.shape[0], config.agent, device)
+    agent = build_agent(env.observation_space, env.action_space.shape[0], config, device)
     env.close()
     tensors, layout = load_state(ckpt, "agent")
     agent.load_state_tensors({k: v.to(device) for k, v in tensors.items()}, layout)
+    if server:
+        console.print(f"evaluating on the robot server {server}")
     result = evaluate(agent, config.task, config.env, args.seed if args.seed is not None else config.seed + 1000,
-                      args.episodes)
+                      args.episodes, server, token_file)
     out = {"checkpoint": ckpt.name, "episodes": args.episodes, **result}
     atomic_write_text(run_dir / f"eval_{ckpt.name}.json", json.dumps(out, indent=2) + "\n")
     console.print(key_value_table(f"eval of {run_dir.name} / {ckpt.name}", {
@@ -212,13 +219,37 @@ def cmd_collect_demos(args: argparse.Namespace) -> int:
     if args.n <= 0:
         raise CommandLineError(f"-n: expected a positive number of episodes, got {args.n}")
     out = Path(args.out or f"demos/{spec.name}")
-    demos = collect_demos(spec.name, args.n, args.noise, args.seed)
+    if args.teleop:
+        if args.server:
+            raise CommandLineError("--teleop records in the sim; --server works with the scripted expert only")
+        return _collect_teleop_demos(spec, args, out)
+    if args.server:
+        from envs.real import parse_server_address
+
+        parse_server_address(args.server)
+        console.print(f"collecting on the robot server {args.server}")
+    demos = collect_demos(spec.name, args.n, args.noise, args.seed, server=args.server or "",
+                          token_file=args.token_file or "")
     from robot.demo_store import write_demos
 
     write_demos(out, spec, demos, noise_std=args.noise)
     lengths = [len(d) for d in demos]
     console.print(f"wrote {len(demos)} successful {spec.name} demos to {out} "
                   f"(mean length {sum(lengths) / len(lengths):.1f} steps)")
+    return 0
+
+
+def _collect_teleop_demos(spec, args: argparse.Namespace, out: Path) -> int:
+    from hardware.errors import HardwareError
+    from robot.interventions import make_teleop_device, record_teleop_episodes
+
+    device = make_teleop_device(args.teleop)
+    console.print(f"recording {args.n} {spec.name} episodes with the {args.teleop}; successful ones go to {out}")
+    try:
+        indices = record_teleop_episodes(spec.name, device, args.n, out, seed=args.seed, keep_failed=args.keep_failed)
+    except (HardwareError, ImportError) as err:
+        raise CommandLineError(f"--teleop {args.teleop}: {err}") from None
+    console.print(f"wrote {len(indices)} teleop episodes (source 'demo') to {out}")
     return 0
 
 
@@ -233,12 +264,20 @@ def _main_parser() -> CliParser:
     demos.add_argument("--out", help="episode store folder (default: demos/TASK)")
     demos.add_argument("--noise", type=float, default=0.1, help="expert action noise std (default: 0.1)")
     demos.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    demos.add_argument("--teleop", choices=("keyboard", "spacemouse"),
+                       help="record with a teleop device instead of the scripted expert")
+    demos.add_argument("--keep-failed", action="store_true", help="teleop: also keep episodes that did not succeed")
+    demos.add_argument("--server", metavar="HOST:PORT", help="run the episodes on a robot server (robot serve)")
+    demos.add_argument("--token-file", metavar="FILE", help="the server's token (default: $ROBOT_SERVER_TOKEN)")
     sub.add_parser("train", help="train a policy (robot train TASK --help)", add_help=False)
     ev = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
     ev.add_argument("run_dir")
     ev.add_argument("--episodes", type=int, default=50, help="episodes (default: 50)")
     ev.add_argument("--checkpoint", help="a specific checkpoint folder (default: the latest)")
     ev.add_argument("--seed", type=int, default=None, help="episode seed base (default: run seed + 1000)")
+    ev.add_argument("--server", metavar="HOST:PORT",
+                    help="evaluate on this robot server (default: the run's robot_server; '' for the sim)")
+    ev.add_argument("--token-file", metavar="FILE", help="the server's token (default: $ROBOT_SERVER_TOKEN)")
     for name, (_module, help_text) in SUBCOMMAND_MODULES.items():
         sub.add_parser(name, help=f"{help_text} (robot {name} --help)", add_help=False)
     return parser

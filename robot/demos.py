@@ -54,10 +54,14 @@ def run_episode(env, policy, seed: int) -> Episode:
 
 
 def collect_demos(
-    task: str, num_episodes: int, noise_std: float, seed: int, env_config=None, max_attempts_factor: int = 5
+    task: str, num_episodes: int, noise_std: float, seed: int, env_config=None, max_attempts_factor: int = 5,
+    server: str = "", token_file: str = "",
 ) -> list[Episode]:
-    """`num_episodes` successful expert episodes (failed attempts are discarded, up to a cap)."""
-    env = envs.make(task, env_config)
+    """`num_episodes` successful expert episodes (failed attempts are discarded, up to a cap); on the robot
+    server `server` (HOST:PORT, e.g. the twin) when given, else in the sim."""
+    from envs.real import make_env
+
+    env = make_env(task, env_config, server, token_file)
     expert = envs.make_expert(task, noise_std=noise_std, seed=seed, config=env_config)
     demos: list[Episode] = []
     attempt = 0

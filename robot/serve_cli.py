@@ -3,6 +3,7 @@
     robot serve --robot robot.toml            a real arm from a robot config (JSON or TOML)
     robot serve --twin pick-cube              the MuJoCo twin of a sim task, same API, real time
     robot serve --twin reach --port 0         any free port (printed)
+    robot serve --twin reach --speed 5        the twin's clock 5x the wall clock (rehearsals, tests)
 
 The token: ``--token-file FILE`` reads it (or writes a fresh one there, mode 600); without it the
 ``ROBOT_SERVER_TOKEN`` environment variable is used, else a fresh token is written to
@@ -33,6 +34,8 @@ def build_parser() -> CliParser:
     parser.add_argument("--host", help="address to bind (default: the config's, 127.0.0.1)")
     parser.add_argument("--port", type=int, help="TCP port (default: the config's, 5555; 0 = any free port)")
     parser.add_argument("--allow-remote", action="store_true", help="allow a non-loopback --host")
+    parser.add_argument("--speed", type=float, metavar="X",
+                        help="twin only: simulated seconds per wall-clock second (default 1: real time)")
     parser.add_argument("--token-file", metavar="FILE", help="read the token from FILE (written if missing)")
     parser.add_argument("--duration", type=float, default=None, metavar="S",
                         help="stop after S seconds (default: run until Ctrl-C)")
@@ -72,12 +75,14 @@ def main(argv: list[str]) -> int:
         net["server.port"] = args.port
     if args.allow_remote:
         net["server.allow_remote"] = True
+    if args.speed is not None:
+        net["twin_speed"] = args.speed
     config = apply_overrides(config, net).check() if net else config.check()
     token, token_source = resolve_token(args.token_file)
 
     server = RobotServer(make_backend(config), token, config.server).start()
     host, port = server.address
-    what = f"twin of {config.task}" if config.arm == "twin" else f"franka at {config.robot_ip}"
+    what = f"twin of {config.task} (x{config.twin_speed:g})" if config.arm == "twin" else f"franka at {config.robot_ip}"
     console.print(f"[bold]robot server[/] {what} on {host}:{port} | loop {config.rate_hz:g} Hz | "
                   f"token from {token_source}", highlight=False)
     console.print(f"listening {host} {port}", highlight=False)  # machine-readable line for scripts and tests

@@ -18,10 +18,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import gymnasium as gym
 import numpy as np
 
-import envs
+from data.frame_replay import FrameReplayBuffer
 from data.replay_buffer import MixedSampler, ReplayBuffer
+from envs.real import make_env, parse_server_address
+from policies.image_sac import ImageAgentConfig, ImageSACAgent, obs_spec_of
 from policies.sac import SACAgent, SACConfig
 from robot.core.checkpoint import (
     atomic_directory,
@@ -36,6 +39,14 @@ from robot.core.device import resolve_device
 from robot.core.metrics import MeanAggregator, MetricsWriter
 from robot.core.seeding import get_rng_state, seed_everything, set_rng_state
 from robot.demos import collect_demos, episode_seed, run_episode
+from robot.interventions import (
+    EXECUTED_ACTION_KEY,
+    INTERVENTION_KEY,
+    InterventionConfig,
+    InterventionWrapper,
+    make_intervention_source,
+)
+from robot.runtime.config import RuntimeConfig, RuntimeKind
 
 
 @dataclass
@@ -81,6 +92,17 @@ class TrainConfig:
     name: str = ""
     """Optional suffix of the run folder name."""
     agent: SACConfig = field(default_factory=SACConfig)
+    image: ImageAgentConfig = field(default_factory=ImageAgentConfig)
+    """Encoder, augmentation and grasp critic of the pixel agent, used when the env config asks for
+    image observations (e.g. --env.image_obs true --env.cameras front,wrist)."""
+    interventions: InterventionConfig = field(default_factory=InterventionConfig)
+    """Human (or scripted stand-in) takeovers; their transitions also go to the demo buffer (HIL-SERL)."""
+    runtime: RuntimeConfig = field(default_factory=RuntimeConfig)
+    """Where actor and learner run: 'sync' (this process), 'async' (two processes) or 'ray' (robot.runtime)."""
+    robot_server: str = ""
+    """HOST:PORT of a robot server ('robot serve': a real arm or the --twin); empty trains in the sim."""
+    robot_token_file: str = ""
+    """File with the robot server's token; empty reads the ROBOT_SERVER_TOKEN environment variable."""
     env: Any = None
     """Task-specific env config (a dataclass from the task registry)."""
 
@@ -92,6 +114,11 @@ class TrainConfig:
             raise ValueError(f"demo_ratio: expected a share in [0, 1), got {self.demo_ratio}")
         if self.num_demos < 0 or self.random_steps < 0 or self.learning_starts < 0:
             raise ValueError("num_demos, random_steps and learning_starts must be >= 0")
+        if self.robot_server:
+            parse_server_address(self.robot_server)
+            if RuntimeKind(self.runtime.kind) is not RuntimeKind.SYNC:
+                raise ValueError("robot_server: the robot env runs in the 'sync' runtime only so far "
+                                 f"(runtime.kind is '{RuntimeKind(self.runtime.kind).value}')")
 
 
 class Reporter(Protocol):
@@ -117,9 +144,36 @@ class SilentReporter:
         pass
 
 
-def evaluate(agent: SACAgent, task: str, env_config, seed: int, episodes: int) -> dict[str, float]:
-    """Deterministic-policy success rate and return on a fixed set of episode seeds."""
-    env = envs.make(task, env_config)
+def build_agent(observation_space: gym.Space, action_dim: int, config: TrainConfig, device) -> SACAgent:
+    """SAC on flat state vectors, or the pixel agent when the env gives an observation dict."""
+    if isinstance(observation_space, gym.spaces.Dict):
+        return ImageSACAgent(obs_spec_of(observation_space), action_dim, config.agent, config.image, device,
+                             seed=config.seed)
+    return SACAgent(observation_space.shape[0], action_dim, config.agent, device)
+
+
+def make_replay(observation_space: gym.Space, action_dim: int, capacity: int, config: TrainConfig, seed: int):
+    """A flat replay ring for state vectors; a frame buffer (each camera frame stored once, at most
+    `image.max_replay_frames` slots) for dicts."""
+    if isinstance(observation_space, gym.spaces.Dict):
+        slots = min(capacity, config.image.max_replay_frames)
+        return FrameReplayBuffer(obs_spec_of(observation_space), action_dim, slots, seed=seed)
+    return ReplayBuffer(observation_space.shape[0], action_dim, capacity, seed=seed)
+
+
+def add_transition(buffer, obs, action, reward, next_obs, terminated: bool, truncated: bool) -> None:
+    """The frame buffer also needs `truncated` (where an episode's frames end); the flat ring does not."""
+    if isinstance(buffer, FrameReplayBuffer):
+        buffer.add(obs, action, reward, next_obs, terminated, truncated)
+    else:
+        buffer.add(obs, action, reward, next_obs, terminated)
+
+
+def evaluate(agent: SACAgent, task: str, env_config, seed: int, episodes: int, server: str = "",
+             token_file: str = "") -> dict[str, float]:
+    """Deterministic-policy success rate and return on a fixed set of episode seeds (on the robot server
+    ``HOST:PORT`` when given)."""
+    env = make_env(task, env_config, server, token_file)
     try:
         results = [
             run_episode(env, lambda o, _info: agent.act(o, deterministic=True), episode_seed(seed, 2, i))
@@ -139,19 +193,27 @@ class Trainer:
 
     def __init__(self, config: TrainConfig, run_dir: Path, reporter: Reporter | None = None) -> None:
         self.config, self.run_dir = config, Path(run_dir)
+        if RuntimeKind(config.runtime.kind) is not RuntimeKind.SYNC:
+            command = "local run" if RuntimeKind(config.runtime.kind) is RuntimeKind.ASYNC else "ray_runtime"
+            raise ValueError(f"runtime.kind {RuntimeKind(config.runtime.kind).value!r}: this is the in-process "
+                             f"trainer; start that runtime with: python -m robot.runtime.{command} {run_dir}")
         self.reporter = reporter or SilentReporter()
         self.device = resolve_device(config.device)
         seed_everything(config.seed)
-        self.env = envs.make(config.task, config.env)
-        obs_dim = self.env.observation_space.shape[0]
+        self.env = make_env(config.task, config.env, config.robot_server, config.robot_token_file)
+        self.interventions: InterventionWrapper | None = None
+        source = make_intervention_source(config.interventions, self.env, config.task, config.env, config.seed + 4)
+        if source is not None:
+            self.env = self.interventions = InterventionWrapper(self.env, source)
+        space = self.env.observation_space
         self.action_low = self.env.action_space.low.astype(np.float32)
         self.action_high = self.env.action_space.high.astype(np.float32)
         act_dim = self.action_low.shape[0]
-        self.agent = SACAgent(obs_dim, act_dim, config.agent, self.device)
-        self.online = ReplayBuffer(obs_dim, act_dim, config.replay_capacity, seed=config.seed)
-        self.demos = ReplayBuffer(obs_dim, act_dim, config.demo_capacity, seed=config.seed + 1)
+        self.agent = build_agent(space, act_dim, config, self.device)
+        self.online = make_replay(space, act_dim, config.replay_capacity, config, seed=config.seed)
+        self.demos = make_replay(space, act_dim, config.demo_capacity, config, seed=config.seed + 1)
         ratios = {"online": 1.0 - config.demo_ratio, "demo": config.demo_ratio}
-        if config.num_demos == 0 and not config.demo_store:
+        if config.num_demos == 0 and not config.demo_store and not config.interventions.enabled:
             ratios = {"online": 1.0, "demo": 0.0}
         self.sampler = MixedSampler({"online": self.online, "demo": self.demos}, ratios, seed=config.seed + 2)
         self.explore_rng = np.random.default_rng(config.seed + 3)
@@ -173,6 +235,9 @@ class Trainer:
     # -- demos ---------------------------------------------------------------------------------
     def load_demos(self) -> None:
         cfg = self.config
+        if isinstance(self.demos, FrameReplayBuffer):
+            self._load_image_demos()
+            return
         if cfg.demo_store:
             from robot.demo_store import read_demo_transitions
 
@@ -183,9 +248,31 @@ class Trainer:
             return
         if cfg.num_demos == 0:
             return
-        for ep in collect_demos(cfg.task, cfg.num_demos, cfg.demo_noise, cfg.seed, cfg.env):
+        for ep in collect_demos(cfg.task, cfg.num_demos, cfg.demo_noise, cfg.seed, cfg.env,
+                                server=cfg.robot_server, token_file=cfg.robot_token_file):
             self.demos.add_many(ep.obs, self.to_agent_action(ep.action), ep.reward, ep.next_obs, ep.terminated)
         self.reporter.message(f"{cfg.num_demos} expert demos ({len(self.demos)} transitions) in the demo buffer")
+
+    def _load_image_demos(self) -> None:
+        """Demos with camera frames: whole episodes into the frame buffer (each frame stored once)."""
+        cfg = self.config
+        if cfg.demo_store:
+            from data.episode_store import EpisodeStore
+
+            store = EpisodeStore.open(Path(cfg.demo_store), mode="r")
+            for ep in store.episodes(task=cfg.task):
+                t = store.load_transitions(list(self.demos.specs), episodes=[ep.index])
+                self.demos.add_episode(t.observation, self.to_agent_action(t.action), t.reward, t.terminated,
+                                       t.truncated)
+        elif cfg.num_demos > 0:
+            for ep in collect_demos(cfg.task, cfg.num_demos, cfg.demo_noise, cfg.seed, cfg.env,
+                                    server=cfg.robot_server, token_file=cfg.robot_token_file):
+                frames = [*ep.obs, ep.next_obs[-1]]  # T + 1 observation dicts
+                observations = {k: np.stack([o[k] for o in frames]) for k in frames[0]}
+                self.demos.add_episode(observations, self.to_agent_action(ep.action), ep.reward, ep.terminated,
+                                       ep.truncated)
+        if len(self.demos):
+            self.reporter.message(f"{len(self.demos)} demo transitions with camera frames in the demo buffer")
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
@@ -204,6 +291,7 @@ class Trainer:
                 "numpy_rng": _numpy_rng_to_json(rng["numpy"]), "python_rng": _python_rng_to_json(rng["python"]),
                 "explore_rng": self.explore_rng.bit_generator.state,
                 "sampler_rng": self.sampler.rng.bit_generator.state,
+                "interventions": self.interventions.state_dict() if self.interventions else None,
             }
             (tmp / "trainer_state.json").write_text(json.dumps(state))
         prune_checkpoints(self.run_dir / "checkpoints", self.config.keep_checkpoints)
@@ -226,6 +314,8 @@ class Trainer:
         self.recent_success.extend(state["recent_success"])
         self.recent_return.extend(state["recent_return"])
         self.eval_history = state["eval_history"]
+        if self.interventions is not None and state.get("interventions"):
+            self.interventions.load_state_dict(state["interventions"])
 
     # -- the loop ------------------------------------------------------------------------------
     def run(self, resume: bool = False) -> dict[str, Any]:
@@ -244,6 +334,7 @@ class Trainer:
         obs, _ = self.env.reset(seed=episode_seed(cfg.seed, 1, self.episode))
         ep_return, t_last, steps_last, updates_last = 0.0, time.perf_counter(), self.step, self.updates
         rates = {"perf/env_steps_per_s": 0.0, "perf/updates_per_s": 0.0}
+        eval_pending = False
         self.reporter.start(cfg.total_env_steps, self.step)
         try:
             while self.step < cfg.total_env_steps:
@@ -253,7 +344,10 @@ class Trainer:
                 else:
                     action = self.agent.act(obs)
                 next_obs, reward, terminated, truncated, info = self.env.step(self.to_env_action(action))
-                self.online.add(obs, action, reward, next_obs, terminated)
+                if info.get(INTERVENTION_KEY, False):  # the person acted: store their action, in both sources
+                    action = self.to_agent_action(info[EXECUTED_ACTION_KEY])
+                    add_transition(self.demos, obs, action, reward, next_obs, terminated, truncated)
+                add_transition(self.online, obs, action, reward, next_obs, terminated, truncated)
                 ep_return += float(reward)
                 self.step += 1
                 obs = next_obs
@@ -263,7 +357,6 @@ class Trainer:
                     self.recent_return.append(ep_return)
                     self.episode += 1
                     ep_return = 0.0
-                    obs, _ = self.env.reset(seed=episode_seed(cfg.seed, 1, self.episode))
                 # ---- learn ----
                 if self.step >= cfg.learning_starts:
                     aggregator.add(self.agent.update(self.sampler.sample(cfg.agent.batch_size, cfg.agent.utd_ratio)))
@@ -276,9 +369,14 @@ class Trainer:
                         "perf/updates_per_s": (self.updates - updates_last) / (now - t_last),
                     }
                     t_last, steps_last, updates_last = now, self.step, self.updates
-                    writer.write(self.step, {**aggregator.compute(), **self._episode_stats(), **rates})
-                if self.step % cfg.eval_every == 0 or self.step == cfg.total_env_steps:
-                    result = evaluate(self.agent, cfg.task, cfg.env, cfg.seed, cfg.eval_episodes)
+                    writer.write(self.step, {**aggregator.compute(), **self._episode_stats(), **rates,
+                                             **self._intervention_stats()})
+                eval_pending = eval_pending or self.step % cfg.eval_every == 0 or self.step == cfg.total_env_steps
+                # One robot: evaluate between training episodes (the sim evaluates in a separate env at once).
+                if eval_pending and (episode_ended or not cfg.robot_server or self.step == cfg.total_env_steps):
+                    eval_pending = False
+                    result = evaluate(self.agent, cfg.task, cfg.env, cfg.seed, cfg.eval_episodes,
+                                      cfg.robot_server, cfg.robot_token_file)
                     self.eval_history.append({"step": self.step, **result})
                     writer.write(self.step, result)
                     self.reporter.message(
@@ -289,6 +387,8 @@ class Trainer:
                     self.save_checkpoint()
                     next_checkpoint = (self.step // cfg.checkpoint_every + 1) * cfg.checkpoint_every
                 self.reporter.progress(self.step, {**rates, **self._episode_stats()})
+                if episode_ended:  # after evaluation and checkpoint, which may use the same robot
+                    obs, _ = self.env.reset(seed=episode_seed(cfg.seed, 1, self.episode))
             self.save_checkpoint()
         finally:
             writer.close()
@@ -307,6 +407,11 @@ class Trainer:
             "train/episodes": float(self.episode),
         }
 
+    def _intervention_stats(self) -> dict[str, float]:
+        if self.interventions is None:
+            return {}
+        return {f"train/{k}": float(v) for k, v in self.interventions.counts().items()}
+
     def summary(self) -> dict[str, Any]:
         final = self.eval_history[-1] if self.eval_history else {}
         best = max(self.eval_history, key=lambda r: r["eval/success_rate"]) if self.eval_history else {}
@@ -320,6 +425,7 @@ class Trainer:
             "best_success_rate": best.get("eval/success_rate"),
             "best_at_step": best.get("step"),
             "evals": self.eval_history,
+            **({} if self.interventions is None else self.interventions.counts()),
         }
 
 

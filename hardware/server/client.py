@@ -91,9 +91,19 @@ class RobotClient:
         header, payload = self.request("frames", cameras=list(cameras), size=[int(size[0]), int(size[1])])
         return unpack_arrays(header["frames"], payload)
 
-    def reset(self, seed: int | None = None) -> dict[str, Any]:
-        """Back to the reset pose (the twin also resets its task); returns the state there."""
-        return self.request("reset", seed=seed)[0]["state"]
+    def reset(self, seed: int | None = None, task: str | None = None,
+              task_config: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Back to the reset pose (the twin also resets its task); returns the state there.
+
+        ``task`` and ``task_config`` (the client's env config fields): a twin refuses another task and
+        serves its task with this config (validated); a real arm ignores them (its rewards are the client's).
+        """
+        fields: dict[str, Any] = {"seed": seed}
+        if task is not None:
+            fields["task"] = task
+        if task_config is not None:
+            fields["task_config"] = task_config
+        return self.request("reset", **fields)[0]["state"]
 
     def stats(self) -> dict[str, Any]:
         """Control-loop timing (lateness, overruns) and counters."""

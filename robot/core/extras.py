@@ -13,7 +13,7 @@ from types import ModuleType
 EXTRAS: dict[str, tuple[str, ...]] = {
     "ray": ("ray",),
     "lm": ("transformers", "tokenizers"),
-    "hardware": ("pyspacemouse",),
+    "hardware": ("pyspacemouse", "pylibfranka"),
     "test": ("pytest", "hypothesis", "stable_baselines3", "h5py"),
     "bench": ("stable_baselines3", "h5py", "hdf5plugin"),
     "hdf5": ("h5py",),

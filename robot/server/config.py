@@ -118,6 +118,9 @@ class RobotServerConfig:
     """robotiq: pyserial url of the RS-485 adapter."""
     rate_hz: float = 1000.0
     """Control loop rate [Hz] (a Franka is always 1000)."""
+    twin_speed: float = 1.0
+    """Twin only: simulated seconds per wall-clock second; > 1 fast-forwards a rehearsal or a test (clients
+    pace on the server clock). The watchdog's timeouts stay wall-clock seconds."""
     controller: CartesianImpedanceConfig = field(default_factory=default_controller_config)
     """Impedance gains and limits (the sim tasks' defaults)."""
     watchdog: SilenceConfig = field(default_factory=SilenceConfig)
@@ -146,6 +149,8 @@ class RobotServerConfig:
                 raise ConfigError("gripper.kind: 'sim' exists only for the twin; use robotiq, emulated or none")
             if self.rate_hz != 1000.0:
                 raise ConfigError(f"rate_hz: a Franka runs at 1000 Hz, got {self.rate_hz}")
+            if self.twin_speed != 1.0:
+                raise ConfigError(f"twin_speed: a real arm runs in real time; remove it (got {self.twin_speed})")
         else:
             from envs.real import task_env_class
 
@@ -160,6 +165,8 @@ class RobotServerConfig:
                 raise ConfigError("cameras: the twin renders its scene cameras (front, wrist); remove the section")
             if not 100.0 <= self.rate_hz <= 2000.0:
                 raise ConfigError(f"rate_hz: expected 100-2000 Hz for the twin, got {self.rate_hz}")
+            if not 0.1 <= self.twin_speed <= 20.0:
+                raise ConfigError(f"twin_speed: expected 0.1-20 (simulated seconds per second), got {self.twin_speed}")
         if self.gripper == "robotiq" and not self.gripper_port:
             raise ConfigError("gripper.port: required with gripper.kind = 'robotiq' (a pyserial url)")
         if not (self.reset_duration_s > 0 and math.isfinite(self.reset_duration_s)):
@@ -167,8 +174,8 @@ class RobotServerConfig:
         return self
 
 
-_SECTIONS = ("arm", "task", "robot_ip", "enforce_realtime", "gripper", "rate_hz", "gains", "limits", "watchdog",
-             "server", "cameras", "reset_tcp_pos_m", "reset_tcp_quat", "reset_duration_s")
+_SECTIONS = ("arm", "task", "robot_ip", "enforce_realtime", "gripper", "rate_hz", "twin_speed", "gains", "limits",
+             "watchdog", "server", "cameras", "reset_tcp_pos_m", "reset_tcp_quat", "reset_duration_s")
 
 
 def load_robot_config(path: str | Path) -> RobotServerConfig:
@@ -198,8 +205,8 @@ def robot_config_from_dict(raw: Any) -> RobotServerConfig:
     if unknown:
         raise ConfigError(f"unknown key(s) {unknown}; accepted: {', '.join(_SECTIONS)}")
     flat: dict[str, Any] = {}
-    for key in ("arm", "task", "robot_ip", "enforce_realtime", "rate_hz", "reset_tcp_pos_m", "reset_tcp_quat",
-                "reset_duration_s"):
+    for key in ("arm", "task", "robot_ip", "enforce_realtime", "rate_hz", "twin_speed", "reset_tcp_pos_m",
+                "reset_tcp_quat", "reset_duration_s"):
         if key in raw:
             flat[key] = raw[key]
     gripper = raw.get("gripper", {})

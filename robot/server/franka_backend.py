@@ -123,8 +123,11 @@ class FrankaBackend:
         self._gripper_closed = bool(closed)
         self.gripper.close() if closed else self.gripper.open()
 
-    def reset(self, seed: int | None) -> dict[str, Any]:
-        del seed  # the real scene is reset by a person or a script, not by a seed
+    def reset(self, seed: int | None, task: str | None = None,
+              task_config: dict[str, Any] | None = None) -> dict[str, Any]:
+        # The real scene is reset by a person or a script, not by a seed; a real arm has no task to
+        # configure (the client computes rewards itself), so task and task_config are ignored.
+        del seed, task, task_config
         if self.callback.finished or self._thread is None or not self._thread.is_alive():
             if self._thread is not None:
                 self._stop.set()

@@ -14,7 +14,7 @@ Requests (``op``; wire format in ``hardware.server.protocol``):
 | set_stiffness | stiffness [6] | ``accepted`` |
 | gripper | closed (bool) | |
 | frames | cameras [names], size [h, w] | ``frames`` entries + raw uint8 payload |
-| reset | seed (int or null) | ``state`` at the reset pose |
+| reset | seed (int or null); task, task_config (optional) | ``state`` at the reset pose (twin: client's task config) |
 | stats | | ``stats``: loop lateness, overruns, ticks |
 
 A target sent while the arm is stopped (watchdog stop stage) is refused with code ``stopped``; ``reset``
@@ -203,10 +203,13 @@ class RobotServer:
                 entries, payload = pack_arrays(backend.frames(names, (size[0], size[1])))
                 return {"ok": True, "frames": entries}, payload
             if op == "reset":
-                seed = header.get("seed")
+                seed, task, task_config = header.get("seed"), header.get("task"), header.get("task_config")
                 if seed is not None and not isinstance(seed, int):
                     return _error("bad_request", f"reset: 'seed' must be an integer or null, got {seed!r}"), b""
-                return {"ok": True, "state": backend.reset(seed)}, b""
+                if not (task is None or isinstance(task, str)) or not (task_config is None or
+                                                                        isinstance(task_config, dict)):
+                    return _error("bad_request", "reset: 'task' must be a name and 'task_config' an object"), b""
+                return {"ok": True, "state": backend.reset(seed, task, task_config)}, b""
             if op == "stats":
                 return {"ok": True, "stats": {**backend.stats(), "refused": dict(self.refused)}}, b""
             return _error("bad_request", f"unknown op {op!r}; known: state, set_target, set_stiffness, gripper, "
