@@ -8,12 +8,18 @@ environment in the loop. "Updates" are critic gradient steps. Rows:
 - "rlpd": ours as the recipe runs it (UTD critic steps, then one actor and temperature step).
 Measurements alternate between the two learners in rounds so background load hits both alike.
 
-    python benchmarks/learner_throughput.py [--quick] [--compile]
+Image rows: our pixel agent (policies/image_sac.py: small conv encoder per camera, spatial embeddings,
+2 critics, DrQ shifts, target encoder) vs SB3 SAC("MultiInputPolicy") (NatureCNN per camera, separate
+actor and critic extractors), two 128x128 cameras + 14-D proprio, batch `--image_batch`, UTD 1, one
+full update (critic + actor + temperature) per count.
+
+    python benchmarks/learner_throughput.py [--quick] [--compile] [--image_only]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 
@@ -23,7 +29,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import write_result
+from benchmarks.common import RESULTS, write_result
 from data.replay_buffer import MixedSampler, ReplayBuffer
 from policies.sac import SACAgent, SACConfig
 from robot.core.compile import CompileMode
@@ -74,6 +80,63 @@ def sb3(num_critics: int, utd: int):
     return lambda: model.train(gradient_steps=utd, batch_size=BATCH)
 
 
+IMAGE = 128
+IMAGE_SPEC = {"front": ((IMAGE, IMAGE, 3), np.uint8), "wrist": ((IMAGE, IMAGE, 3), np.uint8),
+              "state": ((14,), np.float32)}
+
+
+def _image_obs(rng: np.random.Generator, rows: int) -> dict[str, np.ndarray]:
+    return {k: (rng.integers(0, 256, (rows, *shape), dtype=np.uint8) if dtype == np.uint8
+                else rng.normal(size=(rows, *shape)).astype(np.float32)) for k, (shape, dtype) in IMAGE_SPEC.items()}
+
+
+def ours_image(batch: int):
+    from data.frame_replay import FrameReplayBuffer
+    from policies.image_sac import ImageAgentConfig, ImageSACAgent
+
+    config = SACConfig(num_critics=2, num_subsample=2, batch_size=batch, utd_ratio=1)
+    agent = ImageSACAgent(IMAGE_SPEC, ACT, config, ImageAgentConfig(), torch.device("cpu"))
+    buffer = FrameReplayBuffer(IMAGE_SPEC, ACT, 2_000, seed=0)
+    rng = np.random.default_rng(0)
+    steps = 1_000
+    obs = _image_obs(rng, steps + 1)
+    buffer.add_episode(obs, rng.uniform(-1, 1, (steps, ACT)), rng.normal(size=steps))
+    return lambda: agent.update(buffer.sample(batch))
+
+
+class _ImageSpaces(gym.Env):
+    observation_space = gym.spaces.Dict({
+        k: gym.spaces.Box(0, 255, shape, np.uint8) if dtype == np.uint8 else gym.spaces.Box(-np.inf, np.inf, shape)
+        for k, (shape, dtype) in IMAGE_SPEC.items()
+    })
+    action_space = gym.spaces.Box(-1.0, 1.0, (ACT,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        return {k: v[0] for k, v in _image_obs(np.random.default_rng(seed), 1).items()}, {}
+
+    def step(self, action):
+        return self.reset()[0], 0.0, False, False, {}
+
+
+def sb3_image(batch: int):
+    from stable_baselines3 import SAC
+
+    model = SAC("MultiInputPolicy", _ImageSpaces(), batch_size=batch, buffer_size=2_000, learning_starts=10**9,
+                device="cpu", verbose=0, seed=0, policy_kwargs={"net_arch": [256, 256]})
+    model.learn(1_000)  # fills the buffer only (learning_starts is never reached)
+    return lambda: model.train(gradient_steps=1, batch_size=batch)
+
+
+def image_rows(batch: int, seconds: float, rounds: int) -> list[dict]:
+    learners = {"ours": ours_image(batch), "sb3": sb3_image(batch)}
+    totals = dict.fromkeys(learners, 0.0)
+    for _ in range(rounds):
+        for name, step in learners.items():
+            totals[name] += timed(step, 1, seconds) / rounds
+    return [{"cameras": 2, "image": IMAGE, "batch": batch, "ours_updates_per_s": totals["ours"],
+             "sb3_updates_per_s": totals["sb3"], "ratio": totals["ours"] / totals["sb3"]}]
+
+
 def timed(step, utd: int, seconds: float) -> float:
     """Critic updates per second of `step` over about `seconds`."""
     step()  # warm-up (and compilation)
@@ -88,9 +151,32 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short timings (smoke test)")
     parser.add_argument("--compile", action="store_true", help="also time our torch.compile'd update")
+    parser.add_argument("--image_batch", type=int, default=64, help="batch of the image rows (default: 64)")
+    parser.add_argument("--image_only", action="store_true",
+                        help="time only the image rows and add them to the existing results file")
     args = parser.parse_args()
     seconds, rounds = (1.0, 1) if args.quick else (6.0, 3)
     torch.manual_seed(0)
+    images = image_rows(args.image_batch, 3 * seconds, rounds)
+    table = Table(title=f"image learner updates/s, CPU, 2 cameras {IMAGE}x{IMAGE}, batch {args.image_batch}, UTD 1")
+    for col in ("ours upd/s", "SB3 upd/s", "ratio"):
+        table.add_column(col, justify="right")
+    for r in images:
+        table.add_row(f"{r['ours_updates_per_s']:.2f}", f"{r['sb3_updates_per_s']:.2f}", f"{r['ratio']:.2f}")
+    Console().print(table)
+    image_summary = {"cpu_image_updates_per_s": images[0]["ours_updates_per_s"],
+                     "cpu_image_ratio_vs_sb3": images[0]["ratio"]}
+    command = "python -m benchmarks.learner_throughput " + " ".join(sys.argv[1:])
+    if args.image_only:
+        if not args.quick:
+            path = RESULTS / "learner_throughput.json"
+            previous = json.loads(path.read_text()) if path.is_file() else {"summary": {}}
+            extra = {k: v for k, v in previous.items() if k not in ("summary", "command", "machine", "date")}
+            path = write_result("learner_throughput", {**previous["summary"], **image_summary},
+                                previous.get("command", command), **{**extra, "image_rows": images,
+                                                                     "image_command": command})
+            print(f"wrote {path}")
+        return
     rows = []
     for num_critics in (2, 10):
         for utd in (1, 20):
@@ -120,9 +206,10 @@ def main() -> None:
                "cpu_ratio_vs_sb3_rlpd_recipe": min(r["ratio"] for r in rows if r["ours"] == "rlpd")}
     if args.compile:
         summary["cpu_ratio_vs_sb3_compiled"] = min(r["ratio"] for r in rows if r["ours"] == "equal+compile")
+    summary |= image_summary
     if not args.quick:
         path = write_result("learner_throughput", summary, "python benchmarks/learner_throughput.py "
-                            + " ".join(sys.argv[1:]), rows=rows)
+                            + " ".join(sys.argv[1:]), rows=rows, image_rows=images)
         print(f"wrote {path}")
 
 
