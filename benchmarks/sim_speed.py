@@ -5,13 +5,15 @@
   handling, the task's observation and reward.
 - raw mj_step (the limit, the peer): the same model and data, n mj_step calls per env step with the arm
   torques frozen at the gravity-holding values of the reset (the arm stays up, the contacts resemble the
-  env's), restored at the same episode rate. The goal is env / raw >= 0.8 for the state tasks; the
-  controller tick, computed in Python at every physics step, is what stands between the two.
+  env's), restored at the same episode rate. The goal is env / raw >= 0.8 for the state tasks.
+- The env ticks its controller with the compiled tick (``controllers.native_tick``, the default
+  ``compiled_controller=True``); the "Python tick" column is the same env with ``compiled_controller=False``
+  (the controller's own Python tick at every physics step), for comparison.
 - env, image observations: the same with ``image_obs=True`` (front + wrist, 128 x 128 RGB).
 - render: 128 x 128 camera images (update_scene + render) of the pick-cube scene, in frames/s, with the
   OpenGL backend in use (``MUJOCO_GL``), with shadows (the default, reported as ``render_fps``) and without
   (``image_shadows=False``).
-- breakdown (pick-cube): the substep loop timed part by part (perf_counter_ns around each call adds ~0.1
+- breakdown (pick-cube, Python tick): the substep loop timed part by part (perf_counter_ns around each call adds ~0.1
   us per part), plus the per-env-step remainder (action -> target, observation, reward, wrappers).
 
 Each rate is the best of ``--repeats`` runs, env and raw interleaved (the machine may be shared; best-of
@@ -167,25 +169,32 @@ def main() -> None:
         env = envs.make(name)
         env_steps_per_s(env, 50, seed=0)  # warm up: first-call checks, allocations
         # Interleaved repeats, so that load from other processes hits both sides alike; best of each.
-        env_rates, raw_rates = [], []
+        python_env = envs.make(name, dataclasses.replace(envs.get_task(name).config_cls(), compiled_controller=False))
+        env_steps_per_s(python_env, 20, seed=0)
+        env_rates, raw_rates, python_rates = [], [], []
         for r in range(args.repeats):
             env_rates.append(env_steps_per_s(env, args.steps, seed=r))
             raw_rates.append(raw_steps_per_s(env, args.steps, seed=r))
+            python_rates.append(env_steps_per_s(python_env, args.steps // 2, seed=r))
         image_env = envs.make(name, dataclasses.replace(envs.get_task(name).config_cls(), image_obs=True))
         env_steps_per_s(image_env, 5, seed=0)
         image_rate = max(env_steps_per_s(image_env, args.image_steps, seed=r) for r in range(args.repeats))
         image_env.close()
-        env_rate, raw_rate = max(env_rates), max(raw_rates)
+        env_rate, raw_rate, python_rate = max(env_rates), max(raw_rates), max(python_rates)
         per_task[name] = {
             "env_steps_per_s": round(env_rate, 1),
+            "python_tick_env_steps_per_s": round(python_rate, 1),
+            "compiled_tick": env.unwrapped._stepper is not None,
             "raw_env_steps_per_s": round(raw_rate, 1),
             "ratio_to_raw_mj_step": round(env_rate / raw_rate, 3),
             "image_env_steps_per_s": round(image_rate, 1),
             "substeps_per_env_step": env.unwrapped.config.n_substeps,
         }
-        rows.append([name, f"{env_rate:.0f}", f"{raw_rate:.0f}", f"{env_rate / raw_rate:.2f}", f"{image_rate:.1f}"])
+        rows.append([name, f"{env_rate:.0f}", f"{raw_rate:.0f}", f"{env_rate / raw_rate:.2f}",
+                     f"{python_rate:.0f} ({python_rate / raw_rate:.2f})", f"{image_rate:.1f}"])
 
-    pick = envs.make("pick-cube")
+    pick_config = dataclasses.replace(envs.get_task("pick-cube").config_cls(), compiled_controller=False)
+    pick = envs.make("pick-cube", pick_config)
     parts = min(
         (breakdown_us(pick, min(args.steps, 300), seed=r) for r in range(args.repeats)),
         key=lambda p: p["controller_us_per_tick"],
@@ -199,16 +208,16 @@ def main() -> None:
 
     print_table(
         "Panda tasks: env steps/s (random actions, resets, TimeLimit) vs raw mj_step (goal ratio >= 0.8)",
-        ["task", "state env/s", "raw mj_step/s", "ratio", "image env/s"],
+        ["task", "state env/s", "raw mj_step/s", "ratio", "Python tick env/s (ratio)", "image env/s"],
         rows,
     )
     print_table(
-        "pick-cube step breakdown and rendering",
+        "pick-cube step breakdown with the Python tick, and rendering",
         ["measure", "value"],
         [
             ["raw mj_step (us)", f"{raw_us:.1f}"],
             ["env: mj_step1 (us/tick)", f"{parts['mj_step1_us_per_tick']:.1f}"],
-            ["env: controller incl. ctrl copy (us/tick)", f"{parts['controller_us_per_tick']:.1f}"],
+            ["env: Python controller tick incl. ctrl copy (us/tick)", f"{parts['controller_us_per_tick']:.1f}"],
             ["env: mj_step2 (us/tick)", f"{parts['mj_step2_us_per_tick']:.1f}"],
             ["env: per-step overhead (action, obs, reward) (us)", f"{parts['env_step_overhead_us']:.0f}"],
             [f"render 128x128 (frames/s, MUJOCO_GL={backend})", f"{fps:.0f}"],

@@ -205,6 +205,8 @@ class CompiledImpedanceStepper:
         for name, array in self._keep.items():
             setattr(s, name, _ptr(array))
         self._pointer = ctypes.byref(s)
+        # The controller swaps its two torque buffers every tick; their pointers are looked up by identity.
+        self._tau_pointers = {id(a): _ptr(a) for a in (controller._tau_full, controller._tau_full_prev)}
         #: ticks run in Python so far (handed back by the C code, or while the gain filter moves).
         self.python_ticks = 0
         self._model_address = robot.model._address
@@ -245,7 +247,8 @@ class CompiledImpedanceStepper:
     def _load(self, s: _State) -> None:
         ctrl = self._ctrl
         pose_filter, inertia, status = ctrl._pose.filter, ctrl._task.inertia, ctrl.status
-        s.tau_full, s.tau_full_prev = _ptr(ctrl._tau_full), _ptr(ctrl._tau_full_prev)
+        pointers = self._tau_pointers
+        s.tau_full, s.tau_full_prev = pointers[id(ctrl._tau_full)], pointers[id(ctrl._tau_full_prev)]
         s.pose_decay, s.pose_beta = pose_filter.decay, pose_filter.beta
         s.min_eigenvalue, s.ticks_to_refresh = inertia.min_eigenvalue, inertia._ticks_to_refresh
         s.last_target_s, s.ticks = ctrl._last_target_s, ctrl._ticks

@@ -170,7 +170,8 @@ class PoseReference:
         if not (math.isfinite(float(new_pos.sum())) and math.isfinite(norm) and norm > 1e-9):
             return False
         new_quat *= 1.0 / norm
-        np.clip(new_pos, self._workspace_low, self._workspace_high, out=self._vec3)
+        np.minimum(new_pos, self._workspace_high, out=self._vec3)
+        np.maximum(self._vec3, self._workspace_low, out=self._vec3)
         np.subtract(new_pos, self._vec3, out=new_pos)  # how far outside the box
         self.clipped = bool(new_pos.any())
         new_pos[:] = self._vec3

@@ -143,7 +143,9 @@ def action_target(action: np.ndarray, tcp_pos: np.ndarray, tcp_rot: np.ndarray, 
     """World tool target of a clipped action from the measured tool pose: position (clipped to the
     workspace box) returned, orientation written into ``target_quat`` (rotated, or ``hold_quat``)."""
     target_pos = tcp_pos + tcp_rot @ (action[:3] * config.action_scale_m)
-    np.clip(target_pos, config.workspace_low_m, config.workspace_high_m, out=target_pos)
+    low, high = config.workspace_low_m, config.workspace_high_m
+    for i in range(3):  # three floats: cheaper than np.clip's array conversions, once per env step
+        target_pos[i] = min(max(target_pos[i], low[i]), high[i])
     if config.rotation:
         target_quat[:] = tcp_quat
         mujoco.mju_quatIntegrate(target_quat, action[3:6] * config.action_scale_rad, 1.0)
@@ -494,7 +496,7 @@ class PandaEnv(gym.Env):
             raise ValueError(f"action must have shape {self.action_space.shape}, got {a.shape}")
         if not np.all(np.isfinite(a)):
             raise ValueError(f"action must be finite, got {a!r}")
-        a = np.clip(a, -1.0, 1.0)
+        a = np.minimum(np.maximum(a, -1.0), 1.0)  # np.clip's wrapper costs more than the two ufuncs
         cfg = self.config
 
         # New target from the measured tool pose (as SERL does: no wind-up when the tool is blocked).
