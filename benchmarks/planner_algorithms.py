@@ -8,12 +8,17 @@ maximises). The noisy-verifier corrections train against a verifier with 10 % fa
 20 % false negatives (their reason to exist); every other method gets the exact verifier. Evaluation
 is always exact. Default budget: 3 seeds x 19 runs of 20 steps, 7 minutes on a 2-core machine.
 
-    python -m benchmarks.planner_algorithms [--seeds 3] [--steps 20]
+``--methods a,b`` reruns only those methods (and the SFT start they need) and replaces their rows in the
+stored results, keeping the others; it refuses when the stored run used another number of seeds or
+steps, and records in the JSON which rows were rerun and whether the SFT start reproduced.
+
+    python -m benchmarks.planner_algorithms [--seeds 3] [--steps 20] [--methods noisy_backward,noisy_forward]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -44,7 +49,8 @@ def _scores(result: dict) -> tuple[float, float]:
     return result["eval/success_rate"], result["eval/sampled_success_rate"]
 
 
-def run_seed(seed: int, steps: int, folder: str, console: Console) -> dict[str, tuple[float, float]]:
+def run_seed(seed: int, steps: int, folder: str, console: Console,
+             only: set[str] | None = None) -> dict[str, tuple[float, float]]:
     out: dict[str, tuple[float, float]] = {}
     sft = PlannerTrainer(_config(seed, command="sft"))
     sft.sft()
@@ -53,6 +59,8 @@ def run_seed(seed: int, steps: int, folder: str, console: Console) -> dict[str, 
     save_checkpoint(sft.model, sft.tokenizer, init)
     for command, algos in (("rl", RL_ALGOS), ("pref", PREF_ALGOS)):
         for algo in algos:
+            if only is not None and algo not in only:
+                continue
             t0 = time.perf_counter()
             trainer = PlannerTrainer(_config(seed, command=command, algo=algo, init=init))
             (trainer.rl if command == "rl" else trainer.pref)(algo, steps)
@@ -60,6 +68,30 @@ def run_seed(seed: int, steps: int, folder: str, console: Console) -> dict[str, 
             console.print(f"seed {seed} {command} {algo}: greedy {out[f'{command}:{algo}'][0]:.2f} "
                           f"sampled {out[f'{command}:{algo}'][1]:.2f} ({time.perf_counter() - t0:.0f} s)")
     return out
+
+
+def _selected_methods(text: str) -> set[str] | None:
+    if not text:
+        return None
+    chosen = {m.strip() for m in text.split(",") if m.strip()}
+    unknown = chosen - set(RL_ALGOS) - set(PREF_ALGOS)
+    if unknown:
+        raise SystemExit(f"--methods: unknown {', '.join(sorted(unknown))}; valid: "
+                         f"{', '.join([*RL_ALGOS, *PREF_ALGOS])}")
+    return chosen
+
+
+def _stored_run(args: argparse.Namespace) -> dict:
+    """The stored full run whose rows a --methods rerun replaces; it must match seeds and steps."""
+    path = RESULTS / "planner_algorithms.json"
+    if not path.is_file():
+        raise SystemExit(f"--methods needs a stored full run at {path}; run without --methods first")
+    stored = json.loads(path.read_text())
+    config = stored.get("config", {})
+    if (config.get("seeds"), config.get("steps")) != (args.seeds, args.steps):
+        raise SystemExit(f"--methods: {path} was run with seeds={config.get('seeds')}, steps={config.get('steps')}; "
+                         f"rerun with the same (got seeds={args.seeds}, steps={args.steps})")
+    return stored
 
 
 def plot(names: list[str], greedy: np.ndarray, sampled: np.ndarray, path) -> None:
@@ -89,17 +121,32 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=20, help="rollout batches (preference rounds) per method")
+    parser.add_argument("--methods", default="", help="comma-separated methods to rerun (default: all); "
+                        "their rows replace the stored ones")
     args = parser.parse_args(argv)
+    only = _selected_methods(args.methods)
+    stored = _stored_run(args) if only is not None else None
     torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
     console = Console()
     t0 = time.perf_counter()
     per_seed = []
     with tempfile.TemporaryDirectory() as folder:
         for seed in range(args.seeds):
-            per_seed.append(run_seed(seed, args.steps, folder, console))
-    names = list(per_seed[0])
-    greedy = np.array([[s[n][0] for s in per_seed] for n in names])  # (methods, seeds)
-    sampled = np.array([[s[n][1] for s in per_seed] for n in names])
+            per_seed.append(run_seed(seed, args.steps, folder, console, only))
+    methods = {n: {"greedy": [s[n][0] for s in per_seed], "sampled": [s[n][1] for s in per_seed]}
+               for n in per_seed[0]}
+    extra = {}
+    if stored is not None:
+        extra = {"rerun": sorted(n for n in methods if n != "sft"),
+                 "sft_reproduced": methods["sft"] == stored["methods"]["sft"],
+                 "base_command": stored.get("base_command", stored["command"]),
+                 "base_wall_s": stored.get("base_wall_s", stored.get("wall_s"))}
+        if not extra["sft_reproduced"]:
+            console.print("[yellow]the SFT start differs from the stored run's; rows are not strictly comparable")
+        methods = {n: methods.get(n, row) for n, row in stored["methods"].items()}  # stored order, new rows
+    names = list(methods)
+    greedy = np.array([methods[n]["greedy"] for n in names])  # (methods, seeds)
+    sampled = np.array([methods[n]["sampled"] for n in names])
     table = Table(title=f"planner success, {args.seeds} seeds, {args.steps} steps of 8 x 8 samples per method",
                   title_justify="left")
     for col in ("method", "greedy success", "sampled success", "vs SFT (sampled)"):
@@ -128,8 +175,8 @@ def main(argv: list[str] | None = None) -> int:
             "best_rl_sampled_method": names[best_sampled],
         },
         "python -m benchmarks.planner_algorithms " + " ".join(sys.argv[1:] if argv is None else argv),
-        methods={n: {"greedy": greedy[i].tolist(), "sampled": sampled[i].tolist()} for i, n in enumerate(names)},
-        wall_s=round(wall, 1), plot=str(png.relative_to(RESULTS.parent.parent)), config=vars(args),
+        methods=methods, wall_s=round(wall, 1), plot=str(png.relative_to(RESULTS.parent.parent)),
+        config=vars(args), **extra,
     )
     return 0
 

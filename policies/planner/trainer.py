@@ -15,7 +15,16 @@ bounds and the clip start to bind); the loss gets the batch's global token and s
 
 Rewards per method: the shaped verifier reward (1 success, ``format_bonus`` well-formed failure, 0
 malformed) for the GRPO family; the binary success bit for NFT and the noisy-verifier corrections, whose
-derivations assume R in {0, 1}; +1 / -1 plus the step checker's flags for FAPO.
+derivations assume R in {0, 1}; +1 / -1 plus the step checker's flags for FAPO. The noisy-verifier methods
+train on the noisy verifier's reports and are evaluated, like every method, by the exact verifier.
+
+Where group normalisation cancels the noisy-verifier corrections: both are affine in the noisy reward with
+rates shared by all completions, so a group z-score (GRPO) cancels them exactly (refused), a group-mean or
+leave-one-out baseline leaves only a constant scale that Adam divides out. ``noisy_backward`` therefore runs
+without a baseline (the correction acts and the gradient is unbiased for the clean reward);
+``noisy_forward`` runs with leave-one-out because its baseline-free form collapsed the planner, which makes
+it uncorrected RLOO on the noisy reward (``rl.noise_baseline`` overrides both; objectives.PGBCConfig and
+PGFCConfig give the measurements).
 """
 
 from __future__ import annotations
@@ -80,6 +89,8 @@ PREF_ALGOS: dict[str, str] = {
 BINARY_REWARD_ALGOS = ("noisy_backward", "noisy_forward", "nft", "grpo_lambda")
 """Methods whose reward must be the success bit: the noise corrections and NFT are derived for R in {0, 1},
 and GRPO-lambda reads reward > 0 as "correct" (a format bonus would count failed plans as correct)."""
+NOISE_BASELINES = ("auto", "none", "group_mean", "leave_one_out")
+"""Values of ``rl.noise_baseline`` (AdvantageEstimator values, plus the per-method default 'auto')."""
 CHECKPOINT = "checkpoint"
 
 
@@ -125,6 +136,11 @@ class RLConfig:
     """Dynamic sampling (DAPO, NFT): rollout batches tried to fill the step with informative groups."""
     grad_clip_norm: float = 1.0
     """Global gradient-norm clip; 0 disables."""
+    noise_baseline: str = "auto"
+    """Baseline of the noisy-verifier corrections: 'none', 'group_mean', 'leave_one_out', or 'auto' =
+    backward 'none' (the only choice where the correction changes an Adam update), forward 'leave_one_out'
+    (its baseline-free form collapses the planner; with a baseline it is uncorrected RLOO). A group z-score
+    would cancel both corrections exactly and is not offered."""
 
     def __post_init__(self) -> None:
         for name in ("prompts_per_step", "group_size", "max_new_tokens", "epochs", "max_gen_batches"):
@@ -134,6 +150,8 @@ class RLConfig:
             raise ValueError(f"steps must be >= 0, got {self.steps}")
         if self.temperature <= 0:
             raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.noise_baseline not in NOISE_BASELINES:
+            raise ValueError(f"noise_baseline must be one of {', '.join(NOISE_BASELINES)}, got {self.noise_baseline!r}")
 
 
 @dataclass
@@ -250,11 +268,11 @@ def _objective_config(algo: str, rl: RLConfig, verifier: VerifierConfig) -> Any:
         cfg = dataclasses.replace(
             cfg, max_response_len=rl.max_new_tokens, overlong_buffer_len=max(1, rl.max_new_tokens // 4)
         )
-    if name == "pgbc":  # leave-one-out keeps the correction unbiased; without a baseline GRPO-size steps collapsed
-        cfg = dataclasses.replace(cfg, fp_rate=verifier.fp_rate, fn_rate=verifier.fn_rate,
-                                  estimator=AdvantageEstimator.LEAVE_ONE_OUT)
-    if name == "pgfc":
-        cfg = dataclasses.replace(cfg, fn_rate=verifier.fn_rate)
+    if name in ("pgbc", "pgfc"):  # see PGBCConfig / PGFCConfig for why these baselines
+        default = AdvantageEstimator.NONE if name == "pgbc" else AdvantageEstimator.LEAVE_ONE_OUT
+        estimator = default if rl.noise_baseline == "auto" else AdvantageEstimator(rl.noise_baseline)
+        rates = {"fn_rate": verifier.fn_rate} | ({"fp_rate": verifier.fp_rate} if name == "pgbc" else {})
+        cfg = dataclasses.replace(cfg, estimator=estimator, **rates)
     return cfg
 
 

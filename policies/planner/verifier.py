@@ -9,11 +9,11 @@ skills in the MuJoCo scene (slow; for spot checks).
 Reward (the RL default): 1 for success; ``format_bonus`` for a well-formed plan that fails; 0 for a
 malformed one. Methods whose derivation needs binary rewards read ``success`` instead (see the trainer).
 
-``NoisyVerifier`` flips the success bit with known rates, the channel of "RLVR with noisy verifiers"
-(reference section 12): a wrong plan is reported correct with probability fp_rate (rho0), a correct one
-wrong with probability fn_rate (rho1). The step checker is FAPO's flawed-positive judge (section 9) made
-rule-based: a step is flawed when it does not bring the state one step closer to the goal (exact
-distances from breadth-first search), so a successful plan with a detour, a redundant move or a
+``Verifier`` with ``fp_rate`` / ``fn_rate`` set flips the success bit with known rates, the channel of "RLVR
+with noisy verifiers" (reference section 12): a wrong plan is reported correct with probability fp_rate
+(rho0), a correct one wrong with probability fn_rate (rho1). The step checker is FAPO's flawed-positive judge
+(section 9) made rule-based: a step is flawed when it does not bring the state one step closer to the goal
+(exact distances from breadth-first search), so a successful plan with a detour, a redundant move or a
 needless unstack is a "flawed positive", and the judge returns the index of its earliest flawed step.
 """
 

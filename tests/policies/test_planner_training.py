@@ -55,6 +55,21 @@ def test_grpo_raises_sampled_success_over_the_sft_start(sft_run):
     assert final["eval/success_rate"] >= start["eval/success_rate"] - 0.05
 
 
+def test_noisy_backward_raises_sampled_success_under_a_noisy_verifier(sft_run):
+    """The backward correction trained against 10 % false positives and 20 % false negatives (evaluation
+    stays exact) still improves on the SFT start; before the per-sequence aggregation it collapsed to 0."""
+    path = sft_run[0]
+    cfg = _config(command="rl", algo="noisy_backward", init=str(path))
+    cfg.verifier.fp_rate, cfg.verifier.fn_rate = 0.1, 0.2
+    trainer = PlannerTrainer(cfg)
+    start = trainer.evaluate()
+    trainer.rl("noisy_backward", 10)
+    final = trainer.evaluate()
+    # Measured: 0.21 -> 0.32 (256 sampled plans each, std ~0.03); token-mean aggregation gave 0.00 at 20 steps.
+    assert final["eval/sampled_success_rate"] >= start["eval/sampled_success_rate"] + 0.06
+    assert final["eval/format_error_rate"] < 0.05
+
+
 def test_sampling_and_scoring_are_padding_and_grouping_exact(sft_run):
     from policies.planner.model import completion_logprobs, left_pad, load_checkpoint, sample
 

@@ -83,6 +83,9 @@ def test_resume_after_kill_9_matches_an_uninterrupted_run_step_for_step(uninterr
             f"Trainer(load_config({str(run_dir)!r}), {str(run_dir)!r}).run()"
         )],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        # Same intra-op thread count as this process, where the other two runs happen: matmul reductions
+        # split over another number of threads round differently.
+        env={**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads())},
     )
     deadline = time.time() + 120
     while latest_checkpoint(run_dir / "checkpoints") is None and time.time() < deadline:
