@@ -1,12 +1,14 @@
 """Peg insertion: eval success vs env steps with and without scripted interventions (same seeds, same budget).
 
-The scripted expert (`envs.make_expert("peg-insert")`) plays the person, HIL-SERL style: the policy acts
-alone for the first 20 steps of an episode ("let it explore 20-30 steps, then guide"), then the expert
-guides for 30 steps and hands control back; interventions stop (taper off) after 2/3 of the budget.
-Intervention transitions go to the online and the demo buffer. Both arms use the same small SAC/RLPD
-config, the same few scripted demos and the same seeds; evaluation is the deterministic policy without any
+The scripted expert (`envs.make_expert("peg-insert")`) plays the person with the default 'corrective'
+schedule (`robot.interventions`): it steps in only when the policy made no progress toward the goal for 10
+steps or drifted 3 cm away from its best, for a 20-step burst (at most 2 per episode), with a willingness
+to step in that halves every 5 000 env steps, so the intervention rate falls over training without a hard
+stop. Intervention transitions go to the online and the demo buffer. Both arms use the same small SAC/RLPD
+config, env settings, scripted demos and seeds; evaluation is the deterministic policy without any
 intervention, 20 fixed episodes. Each (arm, seed) runs in its own process with one torch thread, `--jobs`
-at a time. The recorded result (BENCHMARKS.md):
+at a time. `--set interventions.KEY=VALUE` changes the schedule of the "with" arm (exploration only; the
+recorded result uses the defaults). The recorded result (BENCHMARKS.md):
 
     python -m benchmarks.interventions --steps 15000 --eval_every 2500 --seeds 0 1 --jobs 2
 """
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +28,8 @@ import numpy as np
 ARMS = ("without", "with")
 
 
-def overrides(arm: str, seed: int, steps: int, eval_every: int, run_root: Path) -> dict:
-    """The run config of one arm: identical except for the intervention device."""
+def overrides(arm: str, seed: int, steps: int, eval_every: int, run_root: Path, schedule: dict | None = None) -> dict:
+    """The run config of one arm: identical except for the intervention device (and its schedule)."""
     return {
         "seed": seed, "total_env_steps": steps, "eval_every": eval_every, "eval_episodes": 20,
         "checkpoint_every": steps, "log_every": 500, "learning_starts": 200, "random_steps": 0,
@@ -38,51 +39,68 @@ def overrides(arm: str, seed: int, steps: int, eval_every: int, run_root: Path) 
         # action unit (the task default is SERL's 2 cm): the scripted expert then succeeds far more often.
         "env.board_xy_half_range_m": "0.01,0.01", "env.action_scale_m": 0.01,
         "interventions.device": "scripted" if arm == "with" else "none",
-        "interventions.schedule": "late", "interventions.explore_steps": 20, "interventions.takeover_steps": 30,
-        "interventions.until_step": int(steps * 2 / 3),
+        **(schedule if arm == "with" else {}),
         "run_root": str(run_root),
     }
 
 
-def run_arm(arm: str, seed: int, steps: int, eval_every: int, out: Path) -> None:
+def run_arm(arm: str, seed: int, steps: int, eval_every: int, out: Path, schedule: dict) -> None:
     from robot.config import apply_overrides
     from robot.core.metrics import read_metrics
     from robot.presets import default_config
     from robot.run_dir import create_run_dir, save_config
     from robot.train import Trainer
 
-    config = apply_overrides(default_config("peg-insert"), overrides(arm, seed, steps, eval_every, out.parent / "runs"))
+    run_root = out.parent / "runs"
+    config = apply_overrides(default_config("peg-insert"), overrides(arm, seed, steps, eval_every, run_root, schedule))
     run_dir = create_run_dir(config.run_root, config.task, f"{arm}-seed{seed}")
     save_config(run_dir, config)
     start = time.perf_counter()
     trainer = Trainer(config, run_dir)
     summary = trainer.run()
+    rows = read_metrics(run_dir)
     out.write_text(json.dumps({
         "curve": [(e["step"], e["eval/success_rate"]) for e in summary["evals"]],
         "wall_s": time.perf_counter() - start,
         "interventions": summary.get("interventions", 0), "takeovers": summary.get("takeovers", 0),
-        "train_success": [(r["step"], r["train/success_rate"]) for r in read_metrics(run_dir)
-                          if "train/success_rate" in r],
+        "train_success": [(r["step"], r["train/success_rate"]) for r in rows if "train/success_rate" in r],
+        "intervention_rate": intervention_rate(rows, eval_every),
         "final_error_mm": final_tip_error_mm(trainer.agent, config, seed),
     }))
+
+
+def intervention_rate(rows: list[dict], window: int) -> list[tuple[int, float]]:
+    """Share of env steps executed by the person in each `window` of steps, from the cumulative
+    `train/interventions` counts in metrics.jsonl: [(window end step, share)]."""
+    counts = {int(r["step"]): r["train/interventions"] for r in rows if "train/interventions" in r}
+    ends = [s for s in sorted(counts) if s % window == 0]
+    return [(end, (counts[end] - counts.get(end - window, 0.0)) / window) for end in ends]
+
+
+def parse_schedule(items: list[str]) -> dict:
+    """`interventions.KEY=VALUE` strings -> config overrides; anything else is refused."""
+    schedule = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.startswith("interventions.") or key == "interventions.device":
+            raise SystemExit(f"--set {item!r}: expected interventions.KEY=VALUE (a schedule setting)")
+        schedule[key] = value
+    return schedule
 
 
 def final_tip_error_mm(agent, config, seed: int, episodes: int = 20) -> float:
     """Mean distance [mm] from the peg tip to the insertion goal (insert_depth_m below the hole's mouth) at the
     end of the deterministic policy's eval episodes: a continuous measure of how close it gets."""
     import envs
-    from envs.panda_base import quat_to_matrix
-    from envs.panda_peg_insert import OBS_LAYOUT, PEG_TIP_FROM_TCP_M
     from robot.demos import episode_seed, run_episode
+    from robot.interventions import peg_goal_distance
 
     env = envs.make(config.task, config.env)
     errors = []
     for i in range(episodes):
         ep = run_episode(env, lambda o, _i: agent.act(o, deterministic=True), episode_seed(seed, 2, i))
         last = ep.next_obs[-1].astype(np.float64)
-        tip = last[OBS_LAYOUT["tcp_pos"]] + quat_to_matrix(last[OBS_LAYOUT["tcp_quat"]])[:, 2] * PEG_TIP_FROM_TCP_M
-        goal = last[OBS_LAYOUT["hole_pos"]] - np.array([0.0, 0.0, config.env.insert_depth_m])
-        errors.append(0.0 if ep.success else 1000.0 * float(np.linalg.norm(tip - goal)))
+        errors.append(0.0 if ep.success else 1000.0 * peg_goal_distance(last, config.env))
     env.close()
     return float(np.mean(errors))
 
@@ -93,41 +111,29 @@ def main() -> None:
     parser.add_argument("--eval_every", type=int, default=2_000)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--jobs", type=int, default=2, help="processes at a time (one torch thread each)")
+    parser.add_argument("--set", nargs="*", default=[], metavar="interventions.KEY=VALUE",
+                        help="schedule settings of the 'with' arm (default: the corrective defaults)")
     parser.add_argument("--worker", nargs=3, metavar=("ARM", "SEED", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    schedule = parse_schedule(args.set)
     if args.worker:
         import torch
 
         torch.set_num_threads(1)
         arm, seed, out = args.worker
-        run_arm(arm, int(seed), args.steps, args.eval_every, Path(out))
+        run_arm(arm, int(seed), args.steps, args.eval_every, Path(out), schedule)
         return
 
     from rich.console import Console
     from rich.table import Table
 
-    from benchmarks.common import write_result
+    from benchmarks.common import run_worker_pool, write_result
 
     work = Path(tempfile.mkdtemp(prefix="interventions_bench_"))
     jobs = [(arm, seed) for seed in args.seeds for arm in ARMS]
-    running: list[tuple[subprocess.Popen, str, int, Path]] = []
-    results: dict[tuple[str, int], dict] = {}
+    worker_args = ["--steps", str(args.steps), "--eval_every", str(args.eval_every), "--set", *args.set]
     start = time.perf_counter()
-    while jobs or running:
-        while jobs and len(running) < args.jobs:
-            arm, seed = jobs.pop(0)
-            out = work / f"{arm}_{seed}.json"
-            cmd = [sys.executable, "-m", "benchmarks.interventions", "--steps", str(args.steps),
-                   "--eval_every", str(args.eval_every), "--worker", arm, str(seed), str(out)]
-            running.append((subprocess.Popen(cmd), arm, seed, out))
-        time.sleep(1.0)
-        for item in list(running):
-            proc, arm, seed, out = item
-            if proc.poll() is not None:
-                running.remove(item)
-                if proc.returncode != 0:
-                    raise SystemExit(f"arm {arm} seed {seed} failed with exit code {proc.returncode}")
-                results[(arm, seed)] = json.loads(out.read_text())
+    results = run_worker_pool("benchmarks.interventions", jobs, worker_args, args.jobs, work)
     wall = time.perf_counter() - start
 
     steps = sorted({s for r in results.values() for s, _ in r["curve"]})
@@ -138,12 +144,21 @@ def main() -> None:
             means[arm][step] = float(np.mean([v for v in values if v is not None]))
     table = Table(title=f"peg-insert eval success vs env steps (mean over seeds {args.seeds})")
     table.add_column("env steps", justify="right")
-    table.add_column("without interventions", justify="right")
-    table.add_column("with scripted interventions", justify="right")
+    table.add_column("without interventions (per seed)", justify="right")
+    table.add_column("with scripted interventions (per seed)", justify="right")
+    table.add_column("intervention share of the window's steps", justify="right")
+    rates = {s: dict(map(tuple, results[("with", s)]["intervention_rate"])) for s in args.seeds}
+    rate_means = {step: float(np.mean([rates[s].get(step, np.nan) for s in args.seeds])) for step in steps}
+
+    def cell(arm: str, step: int) -> str:
+        per_seed = " / ".join(f"{dict(map(tuple, results[(arm, s)]['curve'])).get(step, np.nan):.0%}"
+                              for s in args.seeds)
+        return f"{means[arm][step]:.0%} ({per_seed})"
+
     for step in steps:
-        table.add_row(str(step), f"{means['without'][step]:.0%}", f"{means['with'][step]:.0%}")
+        table.add_row(str(step), cell("without", step), cell("with", step), f"{rate_means[step]:.1%}")
     error = {arm: float(np.mean([results[(arm, s)]["final_error_mm"] for s in args.seeds])) for arm in ARMS}
-    table.add_row("final tip error [mm]", f"{error['without']:.1f}", f"{error['with']:.1f}")
+    table.add_row("final tip error [mm]", f"{error['without']:.1f}", f"{error['with']:.1f}", "")
     human = [results[("with", s)]["interventions"] for s in args.seeds]
     takeovers = [results[("with", s)]["takeovers"] for s in args.seeds]
     Console().print(table)
@@ -151,9 +166,16 @@ def main() -> None:
     summary = {
         "success_with": means["with"][final], "success_without": means["without"][final],
         "best_with": max(means["with"].values()), "best_without": max(means["without"].values()),
+        # Eval success averaged over every eval point: less noisy than one 20-episode eval at the end.
+        "mean_over_evals_with": float(np.mean(list(means["with"].values()))),
+        "mean_over_evals_without": float(np.mean(list(means["without"].values()))),
         "env_steps": args.steps, "seeds": args.seeds,
         "intervention_steps_mean": float(np.mean(human)), "takeovers_mean": float(np.mean(takeovers)),
         "final_tip_error_mm_with": error["with"], "final_tip_error_mm_without": error["without"],
+        "success_with_per_seed": [results[("with", s)]["curve"][-1][1] for s in args.seeds],
+        "success_without_per_seed": [results[("without", s)]["curve"][-1][1] for s in args.seeds],
+        "intervention_rate_mean": [(step, rate_means[step]) for step in steps],
+        "schedule": schedule or "corrective defaults",
     }
     Console().print(f"final success with {summary['success_with']:.0%} vs without {summary['success_without']:.0%}; "
                     f"{summary['intervention_steps_mean']:.0f} intervention steps in "
@@ -163,6 +185,7 @@ def main() -> None:
         curves={f"{k[0]}_seed{k[1]}": v["curve"] for k, v in results.items()},
         wall_s={f"{k[0]}_seed{k[1]}": v["wall_s"] for k, v in results.items()}, total_wall_s=wall,
         train_success={f"{k[0]}_seed{k[1]}": v["train_success"] for k, v in results.items()},
+        intervention_rate={f"with_seed{s}": results[("with", s)]["intervention_rate"] for s in args.seeds},
     )
     print(f"wrote {path}")
     shutil.rmtree(work, ignore_errors=True)

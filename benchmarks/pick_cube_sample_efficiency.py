@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -88,28 +87,13 @@ def main() -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from benchmarks.common import write_result
+    from benchmarks.common import run_worker_pool, write_result
 
     work = Path(tempfile.mkdtemp(prefix="pick_cube_bench_"))
     # Ours first: its runs are the long ones, so the short SB3 runs fill the other slot at the end.
     jobs = [(learner, seed) for learner in ("ours", "sb3") for seed in args.seeds]
-    running: list[tuple[subprocess.Popen, str, int, Path]] = []
-    results: dict[tuple[str, int], dict] = {}
-    while jobs or running:
-        while jobs and len(running) < args.jobs:
-            learner, seed = jobs.pop(0)
-            out = work / f"{learner}_{seed}.json"
-            cmd = [sys.executable, "-m", "benchmarks.pick_cube_sample_efficiency", "--steps", str(args.steps),
-                   "--eval_every", str(args.eval_every), "--worker", learner, str(seed), str(out)]
-            running.append((subprocess.Popen(cmd), learner, seed, out))
-        time.sleep(1.0)
-        for item in list(running):
-            proc, learner, seed, out = item
-            if proc.poll() is not None:
-                running.remove(item)
-                if proc.returncode != 0:
-                    raise SystemExit(f"{learner} seed {seed} failed with exit code {proc.returncode}")
-                results[(learner, seed)] = json.loads(out.read_text())
+    results = run_worker_pool("benchmarks.pick_cube_sample_efficiency", jobs,
+                              ["--steps", str(args.steps), "--eval_every", str(args.eval_every)], args.jobs, work)
 
     steps = sorted({s for r in results.values() for s, _ in r["curve"]})
     table = Table(title=f"PandaPickCube eval success vs env steps (mean over seeds {args.seeds})")

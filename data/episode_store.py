@@ -843,10 +843,13 @@ class EpisodeWriter:
             self._fsyncs.append(fsync_later(write_shard(self.path / key, shard, block, self._schema)))
 
     # ------------------------------------------------------------------------------ commit / abort
-    def commit(self, final_observation: Mapping[str, Any], *, success: bool | None = None) -> int:
+    def commit(self, final_observation: Mapping[str, Any], *, success: bool | None = None,
+               source: Source | str | None = None, extra: Mapping[str, Any] | None = None) -> int:
         """Publish the episode atomically and return its index; after this returns it is durable.
 
         `final_observation` is the observation after the last step (row T of every observation).
+        `source` and `extra` (merged into the metadata's `extra`) record what is known only at the end,
+        e.g. that a person took over during an online episode (source "intervention").
         """
         self._check_open()
         where = self._where(self._steps)
@@ -862,9 +865,12 @@ class EpisodeWriter:
             f"observation/{k}": _as_field(final_observation[k], s, None, f"{where} 'final_observation/{k}'")
             for k, s in schema.observation.items()
         }
+        updates: dict[str, Any] = {} if source is None else {"source": source}
+        if extra:
+            updates["extra"] = {**self._metadata.extra, **extra}
         metadata = dataclasses.replace(
-            self._metadata, length=self._steps, success=success, committed_unix_s=time.time()
-        )  # validates `success`
+            self._metadata, length=self._steps, success=success, committed_unix_s=time.time(), **updates
+        )  # validates `success`, `source` and `extra`
         try:
             if self._pending is not None:
                 self._pending.result()

@@ -137,10 +137,13 @@ def cmd_train(argv: list[str]) -> int:
 def _run_training(config, run_dir: Path, resume: bool) -> int:
     from robot.plots import plot_learning_curve
     from robot.progress import RichReporter, key_value_table
+    from robot.runtime import RuntimeKind
     from robot.train import Trainer
 
     console.print(f"[bold]run folder[/] {run_dir}")
     reporter = RichReporter(console)
+    if RuntimeKind(config.runtime.kind) is not RuntimeKind.SYNC:
+        return _run_distributed(config, run_dir, resume, reporter)
     trainer = Trainer(config, run_dir, reporter)
     console.print(
         f"task {config.task} | device {trainer.device} | {config.total_env_steps} env steps | "
@@ -160,6 +163,67 @@ def _run_training(config, run_dir: Path, resume: bool) -> int:
         "episodes": summary["episodes"],
         "wall time": f"{wall / 60:.1f} min" + (" (this session)" if resume else ""),
         "curve": str(curve),
+        "resume with": f"robot train --resume {run_dir}",
+    }))
+    return 0
+
+
+def _run_distributed(config, run_dir: Path, resume: bool, reporter) -> int:
+    """`--runtime.kind async|ray`: learner and actors (robot.runtime) on this run folder, until the budget is done.
+
+    Both continue by themselves from what the folder holds (the learner's last checkpoint, each actor's
+    committed episodes), so `--resume` needs no checkpoint: a run stopped before its first one resumes too.
+    """
+    from robot.core.metrics import read_metrics
+    from robot.plots import plot_learning_curve
+    from robot.progress import key_value_table
+    from robot.runtime import RuntimeKind
+
+    kind, rt = RuntimeKind(config.runtime.kind), config.runtime
+    console.print(f"task {config.task} | runtime {kind.value}: 1 learner, {rt.num_actors} actor(s) | "
+                  f"{config.total_env_steps} env steps | UTD {config.agent.utd_ratio} | "
+                  f"robot {config.robot_server or 'sim'} | logs in {run_dir / 'logs'}")
+
+    start = time.perf_counter()
+    last = {"t": start, "step": None, "updates": None}
+
+    def poll() -> None:  # the learner's metrics rows (every log_every env steps) drive the progress bar
+        rows = [r for r in read_metrics(run_dir) if "train/updates" in r]
+        if not rows or rows[-1]["step"] == last["step"]:
+            return
+        now, row = time.perf_counter(), rows[-1]
+        if last["step"] is not None:
+            dt = now - last["t"]
+            reporter.progress(row["step"], {"perf/env_steps_per_s": (row["step"] - last["step"]) / dt,
+                                            "perf/updates_per_s": (row["train/updates"] - last["updates"]) / dt})
+        last.update(t=now, step=row["step"], updates=row["train/updates"])
+
+    reporter.start(config.total_env_steps, 0)
+    try:
+        if kind is RuntimeKind.ASYNC:
+            from robot.runtime.local import launch
+
+            summary = launch(config, run_dir, poll=poll)
+        else:
+            from robot.runtime.ray_runtime import run_ray
+
+            summary = run_ray(config, run_dir)
+    except (RuntimeError, TimeoutError) as err:  # a side failed: its log says why
+        raise CommandLineError(f"{kind.value} runtime: {err}") from None
+    finally:
+        reporter.finish()
+    wall = time.perf_counter() - start
+    curve = plot_learning_curve(run_dir, title=f"{config.task} ({run_dir.name}, {kind.value})")
+    success = summary["train_success_rate"]
+    console.print(key_value_table("summary", {
+        "train success (last 20 episodes)": "-" if success is None else f"{success:.0%}",
+        "env steps": summary["env_steps"],
+        "gradient updates": summary["updates"],
+        "episodes per actor": ", ".join(f"{a} {n}" for a, n in sorted(summary["episodes"].items())),
+        "interventions": summary["interventions"],
+        "wall time": f"{wall / 60:.1f} min" + (" (this session)" if resume else ""),
+        "curve": str(curve),
+        "evaluate with": f"robot eval {run_dir}",
         "resume with": f"robot train --resume {run_dir}",
     }))
     return 0

@@ -15,6 +15,24 @@ from data.schema import EpisodeMetadata, FieldSpec, Source, StoreSchema
 from robot.demos import Episode
 
 STATE_KEY = "state"
+SIM_ROBOT = "panda_sim"
+SERVER_ROBOTS = {"twin": "panda_twin", "franka": "franka"}
+"""The robot label stored with an episode, by the `arm` a robot server reports in its hello."""
+
+
+def robot_label(env) -> str:
+    """What an episode ran on: "panda_sim", or the robot server's arm ("panda_twin", "franka").
+
+    Asks the env only after its first reset (a robot env connects then): a dataset mixing sim, twin
+    and real-arm episodes must say which is which, since their dynamics and cameras differ.
+    """
+    from envs.real import RealPandaEnv
+
+    base = getattr(env, "unwrapped", env)
+    if not isinstance(base, RealPandaEnv):
+        return SIM_ROBOT
+    arm = str(base.client.server_info.get("arm", "unknown"))
+    return SERVER_ROBOTS.get(arm, arm)
 
 
 def write_demos(path: Path, spec, demos: list[Episode], noise_std: float) -> int:
@@ -31,7 +49,7 @@ def write_demos(path: Path, spec, demos: list[Episode], noise_std: float) -> int
     with store:
         for ep in demos:
             meta = EpisodeMetadata(
-                task=spec.name, robot="panda_sim", source=Source.DEMO, seed=ep.seed,
+                task=spec.name, robot=ep.robot, source=Source.DEMO, seed=ep.seed,
                 extra={"policy": "scripted_expert", "noise_std": noise_std},
             )
             with store.begin_episode(meta) as writer:

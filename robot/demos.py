@@ -21,6 +21,8 @@ class Episode:
     truncated: np.ndarray  # (T,) bool
     success: bool
     seed: int
+    robot: str = "panda_sim"
+    """What it ran on (`robot.demo_store.robot_label`): the sim, or a robot server's arm."""
 
     def __len__(self) -> int:
         return len(self.reward)
@@ -60,6 +62,7 @@ def collect_demos(
     """`num_episodes` successful expert episodes (failed attempts are discarded, up to a cap); on the robot
     server `server` (HOST:PORT, e.g. the twin) when given, else in the sim."""
     from envs.real import make_env
+    from robot.demo_store import robot_label
 
     env = make_env(task, env_config, server, token_file)
     expert = envs.make_expert(task, noise_std=noise_std, seed=seed, config=env_config)
@@ -74,6 +77,7 @@ def collect_demos(
                 )
             expert.reset()
             episode = run_episode(env, expert, episode_seed(seed, 3, attempt))
+            episode.robot = robot_label(env)
             attempt += 1
             if episode.success:
                 demos.append(episode)

@@ -9,8 +9,12 @@ Pieces:
 - `InterventionConfig`: which device, and for the scripted stand-in when it takes over.
 - `TeleopIntervention`: a `hardware.teleop` device (keyboard; SpaceMouse via the `hardware` extra) in
   control while its `intervention_active` is set (SERL's rule: |twist| > 0.001 or a button).
-- `ScriptedIntervention`: the task's scripted expert plays the person in tests and benchmarks, taking
-  over when the policy is stuck (the tool barely moved for a window of steps) or late in an episode.
+- `ScriptedIntervention`: the task's scripted expert plays the person in tests and benchmarks. Its default
+  'corrective' schedule imitates how HIL-SERL's operators intervene: only when the policy is stuck (no
+  progress toward the goal for a window of steps) or drifting away from it, for a short burst, with a
+  willingness to step in that decays over training, so the person's data covers recoveries from the
+  policy's own states and the intervention rate falls as the policy improves. 'stuck' (the tool barely
+  moved) and 'late' (after a fixed number of steps) are simpler schedules.
 - `InterventionWrapper`: a gymnasium wrapper that asks the source each step and executes its action;
   `info["intervention"]` and `info["intervene_action"]` (SERL's key: the action actually executed) are
   written *after* the env's own info, so no key of the env can mask the flag (LeRobot #3273 lost it
@@ -41,6 +45,10 @@ class InterventionDevice(enum.Enum):
 
 
 class InterventionSchedule(enum.Enum):
+    CORRECTIVE = "corrective"
+    """Take over for a burst when the policy made no progress toward the goal for `progress_window` steps or
+    drifted `drift_m` beyond its best distance, with probability `takeover_prob` halving every
+    `prob_half_life_steps` env steps (tasks without a goal distance: the tool stopped moving, as 'stuck')."""
     STUCK = "stuck"
     """Take over when the tool moved less than `stuck_distance_m` over the last `stuck_window` steps."""
     LATE = "late"
@@ -53,35 +61,51 @@ class InterventionConfig:
 
     device: InterventionDevice = InterventionDevice.NONE
     """'none', 'keyboard' (terminal), 'spacemouse' (needs the hardware extra) or 'scripted' (the task's expert)."""
-    schedule: InterventionSchedule = InterventionSchedule.STUCK
-    """Scripted only: 'stuck' (the tool stopped moving) or 'late' (after explore_steps of an episode)."""
+    schedule: InterventionSchedule = InterventionSchedule.CORRECTIVE
+    """Scripted only: 'corrective' (stuck or drifting, decaying with training), 'stuck' (the tool stopped
+    moving) or 'late' (after explore_steps of an episode)."""
+    progress_window: int = 10
+    """Scripted 'corrective': steps without progress toward the goal before the person considers stepping in."""
+    progress_m: float = 0.005
+    """Scripted 'corrective': the goal distance must fall this much below its best to count as progress [m]."""
+    drift_m: float = 0.03
+    """Scripted 'corrective': the goal distance rising this far above its best is drifting away [m]."""
+    takeover_prob: float = 1.0
+    """Scripted 'corrective': chance that the person steps in when the policy is stuck or drifting, at the
+    start of training; when they let it go, they watch another progress_window steps."""
+    prob_half_life_steps: int = 5_000
+    """Scripted 'corrective': env steps over which takeover_prob halves (a person intervening less and less
+    over training, never a hard stop); 0 keeps it constant."""
     stuck_window: int = 10
     """Scripted 'stuck': steps over which the tool's displacement is measured."""
     stuck_distance_m: float = 0.005
     """Scripted 'stuck': the tool moved less than this over the window [m]."""
     explore_steps: int = 20
     """Scripted 'late': steps the policy acts alone before the expert takes over."""
-    takeover_steps: int = 30
-    """Scripted: steps one takeover lasts (0: to the end of the episode)."""
-    max_takeovers_per_episode: int = 1
+    takeover_steps: int = 20
+    """Scripted: steps one takeover lasts (0: to the end of the episode); a burst hands the policy back a
+    corrected state (20 steps let the peg expert finish from mid-way, so early episodes reach reward)."""
+    max_takeovers_per_episode: int = 2
     """Scripted: takeovers allowed in one episode."""
     every_episodes: int = 1
     """Scripted: intervene only in every n-th episode (1: every episode)."""
     until_step: int = 0
-    """Scripted: no new takeover after this many env steps (tapering off); 0 never stops."""
+    """Scripted: no new takeover after this many env steps (a hard stop); 0 never stops."""
     expert_noise: float = 0.0
     """Scripted: std of the expert's action noise."""
     hold_s: float = 0.0
     """Teleop: keep control this long after the person's last motion [s] (SERL 0.5, HIL-SERL 0)."""
 
     def __post_init__(self) -> None:
-        for key in ("stuck_window", "explore_steps", "every_episodes"):
+        for key in ("stuck_window", "explore_steps", "every_episodes", "progress_window"):
             if getattr(self, key) < 1:
                 raise ValueError(f"interventions.{key}: expected >= 1, got {getattr(self, key)}")
         for key in ("takeover_steps", "max_takeovers_per_episode", "until_step", "stuck_distance_m",
-                    "expert_noise", "hold_s"):
+                    "expert_noise", "hold_s", "progress_m", "drift_m", "prob_half_life_steps"):
             if getattr(self, key) < 0:
                 raise ValueError(f"interventions.{key}: expected >= 0, got {getattr(self, key)}")
+        if not 0.0 <= self.takeover_prob <= 1.0:
+            raise ValueError(f"interventions.takeover_prob: expected a probability in [0, 1], got {self.takeover_prob}")
 
     @property
     def enabled(self) -> bool:
@@ -157,11 +181,34 @@ class TeleopIntervention:
 # ---------------------------------------------------------------------------------------------
 # Scripted stand-in for the person
 # ---------------------------------------------------------------------------------------------
+def reach_goal_distance(state: np.ndarray, env_config: Any) -> float:
+    """The tool centre point's distance to the target."""
+    from envs.panda_reach import OBS_LAYOUT
+
+    return float(np.linalg.norm(state[OBS_LAYOUT["target_from_tcp"]]))
+
+
+def peg_goal_distance(state: np.ndarray, env_config: Any) -> float:
+    """The peg tip's distance to where success needs it: insert_depth_m below the hole's mouth."""
+    from envs.panda_base import quat_to_matrix
+    from envs.panda_peg_insert import OBS_LAYOUT, PEG_TIP_FROM_TCP_M, PandaPegInsertConfig
+
+    depth = (env_config or PandaPegInsertConfig()).insert_depth_m
+    tip = state[OBS_LAYOUT["tcp_pos"]] + quat_to_matrix(state[OBS_LAYOUT["tcp_quat"]])[:, 2] * PEG_TIP_FROM_TCP_M
+    goal = state[OBS_LAYOUT["hole_pos"]] - np.array([0.0, 0.0, depth])
+    return float(np.linalg.norm(tip - goal))
+
+
+GOAL_DISTANCE = {"reach": reach_goal_distance, "peg-insert": peg_goal_distance}
+"""Task -> (world-frame state, env config) -> distance to the goal [m]: what the watching person judges
+progress by. Tasks not listed fall back to the tool's motion (the 'stuck' test)."""
+
+
 class ScriptedIntervention:
     """The task's scripted expert takes over on a schedule; deterministic given the seed.
 
-    Its state (episode and step counters, the expert's noise generator) is saved in training checkpoints,
-    so a resumed run intervenes exactly where an uninterrupted one would.
+    Its state (episode and step counters, the expert's noise generator, the takeover coin) is saved in
+    training checkpoints, so a resumed run intervenes exactly where an uninterrupted one would.
     """
 
     def __init__(self, config: InterventionConfig, task: str, env_config: Any, seed: int) -> None:
@@ -169,7 +216,10 @@ class ScriptedIntervention:
         from envs.panda_base import PROPRIO_LAYOUT
 
         self.config = config
+        self.env_config = env_config
         self.expert = envs.make_expert(task, noise_std=config.expert_noise, seed=seed, config=env_config)
+        self.goal_distance = GOAL_DISTANCE.get(envs.get_task(task).name)
+        self._coin = np.random.default_rng([seed, 11])  # whether the person steps in (corrective)
         self._tcp = PROPRIO_LAYOUT["tcp_pos"]
         self.episode = -1  # reset() starts episode 0
         self.total_steps = 0
@@ -179,12 +229,46 @@ class ScriptedIntervention:
         self.steps_in_episode = 0
         self.takeovers_in_episode = 0
         self.remaining = 0  # steps left in the current takeover; -1: to the end of the episode
-        self._positions: deque[np.ndarray] = deque(maxlen=self.config.stuck_window + 1)
+        window = max(self.config.stuck_window, self.config.progress_window)
+        self._positions: deque[np.ndarray] = deque(maxlen=window + 1)
+        self._watch()
+
+    def _watch(self) -> None:
+        """Start judging progress afresh (episode start, after a takeover, after letting the policy go on)."""
+        self._best = float("inf")
+        self._since_progress = 0
+        self._positions.clear()
 
     def reset(self) -> None:
         self.episode += 1
         self._new_episode_state()
         self.expert.reset()
+
+    def takeover_probability(self, env_steps: int | None = None) -> float:
+        """Chance that the person steps in when the policy is stuck or drifting ('corrective'), after
+        `env_steps` (default: the steps seen so far): halves every prob_half_life_steps, never reaches 0."""
+        cfg = self.config
+        steps = self.total_steps if env_steps is None else env_steps
+        if not cfg.prob_half_life_steps:
+            return cfg.takeover_prob
+        return cfg.takeover_prob * 0.5 ** (steps / cfg.prob_half_life_steps)
+
+    def _observe(self, state: np.ndarray) -> None:
+        self._positions.append(state[self._tcp].copy())
+        if self.goal_distance is None:
+            return
+        distance = self.goal_distance(state, self.env_config)
+        self._distance = distance
+        if distance < self._best - self.config.progress_m:  # the first look after _watch() always counts
+            self._best, self._since_progress = distance, 0
+        else:
+            self._since_progress += 1
+
+    def _tool_stuck(self, window: int) -> bool:
+        if len(self._positions) <= window:
+            return False
+        moved = np.linalg.norm(self._positions[-1] - self._positions[-1 - window])
+        return float(moved) < self.config.stuck_distance_m
 
     def _should_take_over(self) -> bool:
         cfg = self.config
@@ -192,17 +276,27 @@ class ScriptedIntervention:
             return False
         if cfg.until_step and self.total_steps >= cfg.until_step:
             return False
-        if InterventionSchedule(cfg.schedule) is InterventionSchedule.LATE:
+        schedule = InterventionSchedule(cfg.schedule)
+        if schedule is InterventionSchedule.LATE:
             return self.steps_in_episode >= cfg.explore_steps
-        if len(self._positions) <= cfg.stuck_window:
+        if schedule is InterventionSchedule.STUCK:
+            return self._tool_stuck(cfg.stuck_window)
+        if self.goal_distance is None:
+            troubled = self._tool_stuck(cfg.progress_window)
+        else:
+            troubled = (self._since_progress >= cfg.progress_window
+                        or self._distance > self._best + cfg.drift_m)
+        if not troubled:
             return False
-        return float(np.linalg.norm(self._positions[-1] - self._positions[0])) < cfg.stuck_distance_m
+        if self._coin.random() < self.takeover_probability():
+            return True
+        self._watch()  # the person lets it try on, and judges again after another window
+        return False
 
     def propose(self, obs: Any, info: dict[str, Any], policy_action: np.ndarray) -> np.ndarray | None:
         from envs.panda_base import state_vector
 
-        state = state_vector(obs, info, getattr(self.expert, "world_state_in_info", False))
-        self._positions.append(state[self._tcp].copy())
+        self._observe(state_vector(obs, info, getattr(self.expert, "world_state_in_info", False)))
         if self.remaining == 0 and self._should_take_over():
             self.takeovers_in_episode += 1
             self.remaining = self.config.takeover_steps or -1
@@ -213,7 +307,7 @@ class ScriptedIntervention:
             if self.remaining > 0:
                 self.remaining -= 1
             if self.remaining == 0:
-                self._positions.clear()  # a new stuck window starts after the takeover
+                self._watch()  # the policy gets a full window from the corrected state
         self.steps_in_episode += 1
         self.total_steps += 1
         return action
@@ -222,14 +316,16 @@ class ScriptedIntervention:
         pass
 
     def state_dict(self) -> dict[str, Any]:
-        """Counters and the expert's noise generator (checkpointed at episode ends, so no per-episode state)."""
+        """Counters and generators (checkpointed at episode ends, so no per-episode state)."""
         return {"episode": self.episode, "total_steps": self.total_steps,
-                "expert_rng": self.expert._rng.bit_generator.state}
+                "expert_rng": self.expert._rng.bit_generator.state, "coin_rng": self._coin.bit_generator.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore a state saved right after an episode's reset; the resumed run resets that episode again."""
         self.episode, self.total_steps = state["episode"] - 1, state["total_steps"]
         self.expert._rng.bit_generator.state = state["expert_rng"]
+        if "coin_rng" in state:  # checkpoints written before the corrective schedule have none
+            self._coin.bit_generator.state = state["coin_rng"]
 
     def continue_from(self, episodes: int, env_steps: int) -> None:
         """Pick up the schedule after a restart with `episodes` finished and `env_steps` taken (async actors)."""
@@ -356,6 +452,7 @@ def record_teleop_episodes(
     from data.schema import EpisodeMetadata, Source
     from robot.demos import episode_seed
     from robot.runtime.actor import STATE_KEY, open_actor_store
+    from robot.runtime.learner import observation_shapes
 
     if not device.is_connected:  # first: a missing terminal or device fails before anything is created
         device.connect()
@@ -366,7 +463,7 @@ def record_teleop_episodes(
         env = envs.make(task, env_config)
         _, rotation, gripper = action_layout(env)
         period_s = 1.0 / float(getattr(getattr(env.unwrapped, "config", None), "policy_hz", 10.0))
-        store = open_actor_store(Path(out), env.observation_space.shape[0], env.action_space.shape[0])
+        store = open_actor_store(Path(out), observation_shapes(env.observation_space), env.action_space.shape[0])
         for attempt in range(max_attempts):
             if len(committed) >= num_episodes:
                 break

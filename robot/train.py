@@ -38,7 +38,7 @@ from robot.core.checkpoint import (
 from robot.core.device import resolve_device
 from robot.core.metrics import MeanAggregator, MetricsWriter
 from robot.core.seeding import get_rng_state, seed_everything, set_rng_state
-from robot.demos import collect_demos, episode_seed, run_episode
+from robot.demos import episode_seed, run_episode
 from robot.interventions import (
     EXECUTED_ACTION_KEY,
     INTERVENTION_KEY,
@@ -116,9 +116,26 @@ class TrainConfig:
             raise ValueError("num_demos, random_steps and learning_starts must be >= 0")
         if self.robot_server:
             parse_server_address(self.robot_server)
-            if RuntimeKind(self.runtime.kind) is not RuntimeKind.SYNC:
-                raise ValueError("robot_server: the robot env runs in the 'sync' runtime only so far "
-                                 f"(runtime.kind is '{RuntimeKind(self.runtime.kind).value}')")
+            if RuntimeKind(self.runtime.kind) is not RuntimeKind.SYNC and self.runtime.num_actors > 1:
+                raise ValueError(f"runtime.num_actors {self.runtime.num_actors}: one robot server serves one "
+                                 "actor; use runtime.num_actors 1 with robot_server")
+
+
+def save_learning_state(folder: Path, agent, online, demos) -> None:
+    """Agent (weights + optimizer moments) and both replay buffers into a checkpoint folder; every runtime's
+    checkpoint holds these, plus its own loop state."""
+    tensors, layout = agent.state_tensors()
+    save_state(folder, "agent", tensors, layout)
+    online.save(folder / "replay_online.npz")
+    demos.save(folder / "replay_demo.npz")
+
+
+def load_learning_state(folder: Path, agent, online, demos, device) -> None:
+    """The inverse of `save_learning_state`."""
+    tensors, layout = load_state(folder, "agent")
+    agent.load_state_tensors({k: v.to(device) for k, v in tensors.items()}, layout)
+    online.load(folder / "replay_online.npz")
+    demos.load(folder / "replay_demo.npz")
 
 
 class Reporter(Protocol):
@@ -234,54 +251,18 @@ class Trainer:
 
     # -- demos ---------------------------------------------------------------------------------
     def load_demos(self) -> None:
-        cfg = self.config
-        if isinstance(self.demos, FrameReplayBuffer):
-            self._load_image_demos()
-            return
-        if cfg.demo_store:
-            from robot.demo_store import read_demo_transitions
+        from robot.runtime.learner import fill_demo_buffer, observation_shapes
 
-            demo = read_demo_transitions(Path(cfg.demo_store), cfg.task)
-            self.demos.add_many(demo["obs"], self.to_agent_action(demo["action"]), demo["reward"],
-                                demo["next_obs"], demo["terminated"])
-            self.reporter.message(f"{len(self.demos)} demo transitions from {cfg.demo_store}")
-            return
-        if cfg.num_demos == 0:
-            return
-        for ep in collect_demos(cfg.task, cfg.num_demos, cfg.demo_noise, cfg.seed, cfg.env,
-                                server=cfg.robot_server, token_file=cfg.robot_token_file):
-            self.demos.add_many(ep.obs, self.to_agent_action(ep.action), ep.reward, ep.next_obs, ep.terminated)
-        self.reporter.message(f"{cfg.num_demos} expert demos ({len(self.demos)} transitions) in the demo buffer")
-
-    def _load_image_demos(self) -> None:
-        """Demos with camera frames: whole episodes into the frame buffer (each frame stored once)."""
-        cfg = self.config
-        if cfg.demo_store:
-            from data.episode_store import EpisodeStore
-
-            store = EpisodeStore.open(Path(cfg.demo_store), mode="r")
-            for ep in store.episodes(task=cfg.task):
-                t = store.load_transitions(list(self.demos.specs), episodes=[ep.index])
-                self.demos.add_episode(t.observation, self.to_agent_action(t.action), t.reward, t.terminated,
-                                       t.truncated)
-        elif cfg.num_demos > 0:
-            for ep in collect_demos(cfg.task, cfg.num_demos, cfg.demo_noise, cfg.seed, cfg.env,
-                                    server=cfg.robot_server, token_file=cfg.robot_token_file):
-                frames = [*ep.obs, ep.next_obs[-1]]  # T + 1 observation dicts
-                observations = {k: np.stack([o[k] for o in frames]) for k in frames[0]}
-                self.demos.add_episode(observations, self.to_agent_action(ep.action), ep.reward, ep.terminated,
-                                       ep.truncated)
+        fill_demo_buffer(self.demos, self.config, observation_shapes(self.env.observation_space), self.to_agent_action)
         if len(self.demos):
-            self.reporter.message(f"{len(self.demos)} demo transitions with camera frames in the demo buffer")
+            source = self.config.demo_store or f"{self.config.num_demos} expert episodes"
+            self.reporter.message(f"{len(self.demos)} demo transitions from {source} in the demo buffer")
 
     # -- checkpoints ---------------------------------------------------------------------------
     def save_checkpoint(self) -> Path:
         path = checkpoint_path(self.run_dir / "checkpoints", self.step)
         with atomic_directory(path) as tmp:
-            tensors, layout = self.agent.state_tensors()
-            save_state(tmp, "agent", tensors, layout)
-            self.online.save(tmp / "replay_online.npz")
-            self.demos.save(tmp / "replay_demo.npz")
+            save_learning_state(tmp, self.agent, self.online, self.demos)
             rng = get_rng_state()
             save_state(tmp, "rng", {"torch_cpu": rng["torch_cpu"]})
             state = {
@@ -298,10 +279,7 @@ class Trainer:
         return path
 
     def load_checkpoint(self, path: Path) -> None:
-        tensors, layout = load_state(path, "agent")
-        self.agent.load_state_tensors({k: v.to(self.device) for k, v in tensors.items()}, layout)
-        self.online.load(path / "replay_online.npz")
-        self.demos.load(path / "replay_demo.npz")
+        load_learning_state(path, self.agent, self.online, self.demos, self.device)
         state = json.loads((path / "trainer_state.json").read_text())
         rng_tensors, _ = load_state(path, "rng")
         set_rng_state({

@@ -3,7 +3,8 @@
 - `sync` (default): `robot.train.Trainer`, one process, act/learn in turn; deterministic and resumable
   step for step.
 - `async`: `robot.runtime.local`, actor and learner processes on one machine over an authenticated local
-  socket carrying `robot.runtime.wire` frames (JSON header + raw arrays; no pickle).
+  socket carrying `robot.runtime.wire` frames (JSON header + raw arrays; no pickle). `robot train
+  --runtime.kind async|ray` runs either on a run folder (`--resume` continues it).
 - `ray`: `robot.runtime.ray_runtime`, actors on the robot PC and the learner on a GPU box; several actors
   feed one learner; Ray restarts a killed side.
 

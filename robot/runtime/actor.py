@@ -1,9 +1,14 @@
 """The actor side of the distributed runtimes, independent of the transport (sockets or Ray).
 
 `ActorCore` runs the env with the latest weights it was given, records every step into its own
-crash-safe episode store (`RUN_DIR/actors/<id>/episodes`, committed per episode, source "online", with
-the per-step `intervention` flag set where a person acted) and hands committed
-episodes to the transport. It never acts on weights it should not trust:
+crash-safe episode store (`RUN_DIR/actors/<id>/episodes`, committed per episode, with the per-step
+`intervention` flag set where a person acted; source "intervention" for an episode where one did,
+else "online"; robot "panda_sim", or the robot server's arm) and hands committed episodes to the
+transport. The env is `envs.real.make_env`: the sim, or with `robot_server` the twin or the real arm;
+observations are flat state vectors or dicts of camera frames, acted on by the agent
+`robot.train.build_agent` makes (weights: `robot.runtime.learner.acting_state`).
+
+It never acts on weights it should not trust:
 
 - no weights yet, or weights from a previous learner incarnation (the learner restarted and has not
   sent its own yet);
@@ -26,15 +31,16 @@ from typing import Any
 import numpy as np
 import torch
 
-import envs
 from data.episode_store import EpisodeStore
 from data.schema import EpisodeMetadata, FieldSpec, Source, StoreSchema
-from policies.sac import TanhGaussianActor
+from envs.real import make_env
+from robot.demo_store import robot_label
 from robot.demos import episode_seed
 from robot.interventions import EXECUTED_ACTION_KEY, INTERVENTION_KEY, InterventionWrapper, make_intervention_source
+from robot.runtime.learner import STATE_KEY, load_acting_state, observation_shapes
 from robot.runtime.wire import weights_from_bytes
+from robot.train import build_agent
 
-STATE_KEY = "state"
 HOLD_LOG_PERIOD_S = 5.0
 
 
@@ -42,12 +48,17 @@ def actor_dir(run_dir: Path, actor_id: str) -> Path:
     return Path(run_dir) / "actors" / actor_id
 
 
-def open_actor_store(path: Path, obs_dim: int, act_dim: int) -> EpisodeStore:
+def open_actor_store(path: Path, obs_shapes: dict, act_dim: int) -> EpisodeStore:
     if (path / "zarr.json").exists():
         return EpisodeStore.open(path, mode="a")  # also removes an episode a killed actor left half-recorded
-    schema = StoreSchema(observation={STATE_KEY: FieldSpec((obs_dim,), "float32")},
-                         action=FieldSpec((act_dim,), "float32"))
+    fields = {k: FieldSpec(shape, np.dtype(dtype).name) for k, (shape, dtype) in obs_shapes.items()}
+    schema = StoreSchema(observation=fields, action=FieldSpec((act_dim,), "float32"))
     return EpisodeStore.create(path, schema)
+
+
+def as_observation(obs) -> dict[str, np.ndarray]:
+    """An env observation as the store's observation dict (a flat vector under STATE_KEY)."""
+    return dict(obs) if isinstance(obs, dict) else {STATE_KEY: np.asarray(obs, np.float32)}
 
 
 class ActorCore:
@@ -59,17 +70,20 @@ class ActorCore:
         self.rt = config.runtime
         self.index = int(actor_id.rsplit("-", 1)[-1]) if actor_id.rsplit("-", 1)[-1].isdigit() else 0
         torch.manual_seed(config.seed + 1000 * (self.index + 1))
-        self.env = envs.make(config.task, config.env)
+        self.env = make_env(config.task, config.env, config.robot_server, config.robot_token_file)
         self.wrapper: InterventionWrapper | None = None
         source = make_intervention_source(config.interventions, self.env, config.task, config.env,
                                           config.seed + 4 + 1000 * self.index, device=teleop_device)
         if source is not None:
             self.env = self.wrapper = InterventionWrapper(self.env, source)
-        obs_dim = self.env.observation_space.shape[0]
+        space = self.env.observation_space
         self.action_low = self.env.action_space.low.astype(np.float32)
         self.action_high = self.env.action_space.high.astype(np.float32)
-        self.policy = TanhGaussianActor(obs_dim, self.action_low.shape[0], config.agent)
-        self.store = open_actor_store(actor_dir(run_dir, actor_id) / "episodes", obs_dim, self.action_low.shape[0])
+        act_dim = self.action_low.shape[0]
+        # The whole agent on the CPU, of which only the acting networks are ever loaded and used.
+        self.agent = build_agent(space, act_dim, config, torch.device("cpu"))
+        self.obs_keys = list(observation_shapes(space))
+        self.store = open_actor_store(actor_dir(run_dir, actor_id) / "episodes", observation_shapes(space), act_dim)
         self.episode = len(self.store)
         self.env_steps = sum(self.store.metadata(i).length for i in range(self.episode))
         if self.wrapper is not None and hasattr(self.wrapper.source, "continue_from"):
@@ -98,7 +112,7 @@ class ActorCore:
         self.learner_incarnation, self.learner_updates, self.last_heard = incarnation, int(updates), self.clock()
 
     def load_weights(self, incarnation: str, version: int, blob: bytes) -> None:
-        self.policy.load_state_dict(weights_from_bytes(blob))
+        load_acting_state(self.agent, weights_from_bytes(blob))
         self.weights_incarnation, self.weights_version = incarnation, int(version)
 
     def learner_lost(self) -> None:
@@ -143,13 +157,12 @@ class ActorCore:
         if self.env_steps < cfg.random_steps:
             action = self._rng.uniform(-1.0, 1.0, self.action_low.shape).astype(np.float32)
         else:
-            with torch.no_grad():
-                action = self.policy.sample(torch.as_tensor(self._obs, dtype=torch.float32)[None])[0][0].numpy()
+            action = self.agent.act(self._obs)
         env_action = self.action_low + (action + 1.0) * 0.5 * (self.action_high - self.action_low)
         next_obs, reward, terminated, truncated, info = self.env.step(env_action)
         human = bool(info.get(INTERVENTION_KEY, False))
         executed = np.asarray(info[EXECUTED_ACTION_KEY] if human else env_action, np.float32)
-        self._writer.append({"observation": {STATE_KEY: np.asarray(self._obs, np.float32)}, "action": executed,
+        self._writer.append({"observation": as_observation(self._obs), "action": executed,
                              "reward": float(reward), "terminated": bool(terminated), "truncated": bool(truncated),
                              "intervention": human})
         self._episode_human += int(human)
@@ -172,23 +185,25 @@ class ActorCore:
     def _begin_episode(self) -> None:
         self._obs, _ = self.env.reset(seed=episode_seed(self.config.seed, 10 + self.index, self.episode))
         self._episode_human, self._success = 0, False
-        meta = EpisodeMetadata(task=self.config.task, robot="panda_sim", source=Source.ONLINE,
+        meta = EpisodeMetadata(task=self.config.task, robot=robot_label(self.env), source=Source.ONLINE,
                                seed=episode_seed(self.config.seed, 10 + self.index, self.episode),
                                extra={"actor_id": self.actor_id, "weights_version": self.weights_version})
         self._writer = self.store.begin_episode(meta)
 
     def _commit(self) -> int:
         writer, self._writer = self._writer, None
-        index = writer.commit({STATE_KEY: np.asarray(self._obs, np.float32)}, success=self._success)
+        human = self._episode_human
+        index = writer.commit(as_observation(self._obs), success=self._success,
+                              source=Source.INTERVENTION if human else Source.ONLINE, extra={"interventions": human})
         self.episode = index + 1
         return index
 
     def episode_arrays(self, index: int) -> tuple[dict[str, np.ndarray], bool]:
         """A committed episode read back from the store (what is sent is exactly what is durable)."""
-        t = self.store.load_transitions([STATE_KEY], [index])
-        rows = t.observation[STATE_KEY]
-        arrays = {"obs": rows[t.obs_index], "action": t.action, "reward": t.reward,
-                  "next_obs": rows[t.next_obs_index], "terminated": t.terminated, "intervention": t.intervention}
+        t = self.store.load_transitions(self.obs_keys, [index])
+        arrays = {f"obs/{k}": v for k, v in t.observation.items()}  # T + 1 rows: each frame once
+        arrays |= {"action": t.action, "reward": t.reward, "terminated": t.terminated, "truncated": t.truncated,
+                   "intervention": t.intervention}
         return arrays, bool(self.store.metadata(index).success)
 
     def stats(self) -> dict[str, Any]:

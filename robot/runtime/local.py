@@ -4,6 +4,8 @@
     python -m robot.runtime.local actor RUN_DIR --id N    one actor (env, episode store)
     python -m robot.runtime.local run RUN_DIR             both (learner + runtime.num_actors actors)
 
+(`robot train TASK --runtime.kind async` and `robot train --resume RUN_DIR` run `launch` on the run folder.)
+
 Transport: `multiprocessing.connection` Listener/Client on `runtime.host` (loopback by default) with an
 HMAC challenge on a per-run secret (`RUN_DIR/runtime/authkey`, mode 0600), and only `send_bytes` /
 `recv_bytes` of `robot.runtime.wire` frames: no pickle crosses the socket. One connection per actor;
@@ -15,7 +17,8 @@ restarted learner (new incarnation) resumes from its checkpoint and asks each ac
 episodes it committed since. A learner that loses an actor keeps learning on what it has and takes
 the actor back when it reconnects (a restarted actor discards its half-recorded episode and resends
 the committed ones the learner lacks). Without any actor the learner says so every few seconds, and
-gives up after `runtime.actor_wait_timeout_s` when that is set.
+gives up after `runtime.actor_wait_timeout_s` when that is set. An actor whose env fails (e.g. its
+robot server is unreachable) exits with that error, and `launch` stops the run naming its log.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from typing import Any
 
 from robot.core.checkpoint import atomic_write_text
 from robot.runtime.actor import ActorCore
-from robot.runtime.learner import EpisodeOrderError, LearnerCore, config_fingerprint, learn_until_done
+from robot.runtime.learner import EpisodeOrderError, LearnerCore, config_fingerprint, learn_until_done, summary_path
 from robot.runtime.wire import MAX_FRAME_BYTES, WireError, decode, encode
 
 WAIT_LOG_PERIOD_S = 5.0
@@ -230,6 +233,15 @@ def _connect(run_dir: Path, authkey: bytes) -> Connection:
     return Client((address["host"], int(address["port"])), family="AF_INET", authkey=authkey)
 
 
+LOST = (EOFError, ConnectionError, OSError, WireError)
+"""Errors of the actor's connection that mean 'the learner is gone': hold, then reconnect."""
+
+
+def _drop(conn: Connection, actor_id: str, err: BaseException, log) -> None:
+    log(f"actor {actor_id}: lost the learner ({type(err).__name__}: {err}); holding, reconnecting")
+    conn.close()
+
+
 def run_actor(config, run_dir: Path, actor_id: str, log=log_line, teleop_device=None) -> dict[str, Any]:
     """Act until the learner says stop; hold whenever the learner or its weights cannot be trusted."""
     rt = config.runtime
@@ -282,19 +294,22 @@ def run_actor(config, run_dir: Path, actor_id: str, log=log_line, teleop_device=
                     index = pending.popleft()
                     arrays, success = core.episode_arrays(index)
                     conn.send_bytes(encode("episode", {"index": index, "success": success}, arrays))
-                index = core.step()
-                if index is not None:
-                    pending.append(index)
+            except LOST as err:
+                conn = _drop(conn, actor_id, err, log)
+                continue
+            # Outside the learner's error handling: an env or robot failure ends this actor, with its error.
+            index = core.step()
+            if index is not None:
+                pending.append(index)
+            try:
                 now = time.monotonic()
                 if now - last_beat >= rt.heartbeat_s:
                     conn.send_bytes(encode("heartbeat", core.stats()))
                     last_beat = now
                 if core.hold_reason is not None or core.finished:
                     conn.poll(0.01)  # holding: wait for the learner instead of spinning
-            except (EOFError, ConnectionError, OSError, WireError) as err:
-                log(f"actor {actor_id}: lost the learner ({type(err).__name__}: {err}); holding, reconnecting")
-                conn.close()
-                conn = None
+            except LOST as err:
+                conn = _drop(conn, actor_id, err, log)
     finally:
         if conn is not None:
             conn.close()
@@ -317,19 +332,35 @@ def spawn(role: str, run_dir: Path, *extra: str) -> subprocess.Popen:
         out.close()
 
 
-def launch(config, run_dir: Path, timeout_s: float | None = None) -> dict[str, Any]:
-    """Start learner and actors as processes, wait for the learner, and never leave a child behind."""
+def launch(config, run_dir: Path, timeout_s: float | None = None, poll=None, poll_s: float = 0.5) -> dict[str, Any]:
+    """Start learner and actors as processes, wait for the learner, and never leave a child behind.
+
+    `poll()` (e.g. the CLI's progress bar) runs every `poll_s` seconds while the learner works. A
+    learner that fails, or an actor that fails while the learner still waits for data, ends the run
+    with an error naming its log (an actor that cannot reach its robot would otherwise stall it).
+    """
     run_secret(run_dir)
+    logs = Path(run_dir) / "logs"
     children = [spawn("learner", run_dir)]
     try:
         for i in range(config.runtime.num_actors):
             children.append(spawn("actor", run_dir, "--id", f"actor-{i}"))
-        code = children[0].wait(timeout=timeout_s)
-        if code != 0:
-            raise RuntimeError(f"learner exited with status {code}; see {Path(run_dir) / 'logs' / 'learner.log'}")
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while children[0].poll() is None:
+            failed = [(i, c.returncode) for i, c in enumerate(children[1:]) if c.poll() not in (None, 0)]
+            if failed:
+                i, code = failed[0]
+                raise RuntimeError(f"actor-{i} exited with status {code}; see {logs / f'actor-actor-{i}.log'}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"async runtime: not finished after {timeout_s} s; see {logs}")
+            if poll is not None:
+                poll()
+            time.sleep(poll_s)
+        if children[0].returncode != 0:
+            raise RuntimeError(f"learner exited with status {children[0].returncode}; see {logs / 'learner.log'}")
         for child in children[1:]:
             child.wait(timeout=10 * config.runtime.heartbeat_s + 10)
-        return json.loads((Path(run_dir) / "learner" / "summary.json").read_text())
+        return json.loads(summary_path(run_dir).read_text())
     finally:
         for child in children:  # cleanup on any exit, normal or not (LeRobot #3063)
             if child.poll() is None:

@@ -1,4 +1,7 @@
-"""Interventions: routing into both buffers, counts in metrics, teleop devices in control, teleop recording."""
+"""Interventions: routing into both buffers, counts in metrics, the scripted person's schedules, teleop devices
+in control, teleop recording."""
+
+import itertools
 
 import gymnasium as gym
 import numpy as np
@@ -39,7 +42,7 @@ def test_trainer_routes_intervention_transitions_to_both_buffers_and_logs_counts
         "checkpoint_every": 150, "log_every": 50, "num_demos": 0, "agent.hidden_dims": "16,16",
         "agent.batch_size": 16, "agent.num_critics": 2, "run_root": str(tmp_path),
         "interventions.device": "scripted", "interventions.schedule": "late", "interventions.explore_steps": 5,
-        "interventions.takeover_steps": 10,
+        "interventions.takeover_steps": 10, "interventions.max_takeovers_per_episode": 1,
     })
     run_dir = create_run_dir(config.run_root, config.task)
     save_config(run_dir, config)
@@ -182,3 +185,90 @@ def test_collect_demos_teleop_without_a_terminal_is_one_clear_error(tmp_path, ca
     err = capsys.readouterr().err
     assert "--teleop keyboard" in err and "terminal" in err
     assert not out.exists()  # nothing created before the device was available
+
+
+def _corrective(**overrides) -> InterventionConfig:
+    return InterventionConfig(**{"device": "scripted", "schedule": "corrective", "progress_window": 5,
+                                 "takeover_steps": 4, "max_takeovers_per_episode": 2, "takeover_prob": 1.0,
+                                 "prob_half_life_steps": 0, **overrides})
+
+
+def _flags(config: InterventionConfig, policy_action, steps: int, seed: int = 0) -> tuple[list, InterventionWrapper]:
+    """Per-step intervention flags of one peg-insert episode (the expert needs ~30 steps: no burst ends it)."""
+    wrapped = InterventionWrapper(envs.make("peg-insert"), ScriptedIntervention(config, "peg-insert", None, seed))
+    wrapped.reset(seed=1)
+    flags = []
+    for _ in range(steps):
+        _, _, terminated, truncated, info = wrapped.step(np.asarray(policy_action, np.float32))
+        flags.append(info[INTERVENTION_KEY])
+        assert not (terminated or truncated)
+    return flags, wrapped
+
+
+def test_corrective_person_takes_over_a_stuck_policy_for_bursts_of_takeover_steps():
+    flags, wrapped = _flags(_corrective(), np.zeros(3), 30)
+    # The first look sets the best distance; after 5 more steps without progress the person steps in for 4
+    # steps, hands back, watches a fresh window from the corrected state, steps in once more, then the
+    # episode's budget of 2 takeovers is spent.
+    # (The tool coasts a step or two after the hand-back, which counts as progress, so the second
+    # window's start is only bounded.)
+    runs = [(flag, len(list(group))) for flag, group in itertools.groupby(flags)]
+    assert runs[:2] == [(False, 5), (True, 4)]
+    assert runs[2][0] is False and 5 <= runs[2][1] <= 8 and runs[3] == (True, 4) and runs[4][0] is False
+    assert len(runs) == 5 and wrapped.counts() == {"interventions": 8, "takeovers": 2}
+    wrapped.close()
+
+
+def test_corrective_person_catches_a_policy_drifting_away_before_the_window_ends():
+    # Straight up at 2 cm per step: the tip leaves its best distance by 3 cm within 2 steps, long before a
+    # 10-step window without progress would end; the expert's action is what runs.
+    flags, wrapped = _flags(_corrective(progress_window=10), [0.0, 0.0, -1.0], 6)
+    first = flags.index(True)
+    assert 1 <= first <= 3 and flags[first:first + 3] == [True] * 3
+    wrapped.close()
+
+
+def test_corrective_willingness_halves_with_training_and_never_stops():
+    config = _corrective(takeover_prob=0.8, prob_half_life_steps=2_000, max_takeovers_per_episode=100,
+                         takeover_steps=2, progress_window=3)
+    source = ScriptedIntervention(config, "peg-insert", None, seed=0)
+    assert [source.takeover_probability(s) for s in (0, 2_000, 6_000)] == pytest.approx([0.8, 0.4, 0.1])
+    env = envs.make("peg-insert")
+    obs, info = env.reset(seed=0)
+    env.close()
+    # A policy that never moves, 100-step episodes: the person steps in less and less often, block by block.
+    per_block = []
+    for _ in range(4):
+        count = 0
+        for _ in range(20):
+            source.reset()
+            count += sum(source.propose(obs, info, np.zeros(3)) is not None for _ in range(100))
+        per_block.append(count)
+    assert per_block[0] > per_block[1] > per_block[2] > per_block[3] > 0
+
+
+def test_corrective_person_is_deterministic_given_the_seed_and_its_coin_is_checkpointed():
+    config = _corrective(takeover_prob=0.5, max_takeovers_per_episode=50, takeover_steps=1, progress_window=2)
+    env = envs.make("peg-insert")
+    obs, info = env.reset(seed=0)
+    env.close()
+
+    def run(source: ScriptedIntervention) -> list[bool]:
+        source.reset()
+        return [source.propose(obs, info, np.zeros(3)) is not None for _ in range(100)]
+
+    a, b, c = (ScriptedIntervention(config, "peg-insert", None, seed) for seed in (5, 5, 6))
+    first = run(a)
+    assert first == run(b) and first != run(c) and 0 < sum(first) < 50
+    state = a.state_dict()
+    expected = run(a)
+    restored = ScriptedIntervention(config, "peg-insert", None, seed=99)
+    restored.load_state_dict({**state, "episode": state["episode"] + 1})  # saved right after an episode's reset
+    assert run(restored) == expected
+
+
+def test_corrective_settings_are_checked():
+    with pytest.raises(ValueError, match="interventions.takeover_prob"):
+        InterventionConfig(takeover_prob=1.5)
+    with pytest.raises(ValueError, match="interventions.progress_window"):
+        InterventionConfig(progress_window=0)

@@ -18,7 +18,7 @@ from robot.core.metrics import read_metrics
 from robot.presets import default_config
 from robot.run_dir import create_run_dir, save_config
 from robot.runtime.actor import ActorCore, actor_dir
-from robot.runtime.learner import EpisodeOrderError, LearnerCore
+from robot.runtime.learner import EpisodeOrderError, LearnerCore, acting_state, summary_path
 from robot.runtime.local import LearnerServer, recv, run_secret, serve_learner, spawn
 from robot.runtime.wire import WireError, decode, encode, weights_to_bytes
 
@@ -43,11 +43,13 @@ def new_run(root: Path, **extra) -> tuple:
 
 
 def episode(n: int, obs_dim: int = 20, human: slice = slice(0, 0), truncated_end: bool = True) -> dict:
-    obs = np.arange(n * obs_dim, dtype=np.float32).reshape(n, obs_dim) / 100
+    """An episode message: T + 1 observations (row t holds t + 0.5 in every column), T steps."""
+    obs = np.repeat(np.arange(n + 1, dtype=np.float32)[:, None] + 0.5, obs_dim, axis=1)
     intervention = np.zeros(n, bool)
     intervention[human] = True
-    return {"obs": obs, "next_obs": obs + 0.5, "action": np.full((n, 3), 0.25, np.float32),
-            "reward": np.ones(n, np.float32), "terminated": np.zeros(n, bool) if truncated_end else np.eye(n)[-1] > 0,
+    end = np.eye(n)[-1] > 0
+    return {"obs/state": obs, "action": np.full((n, 3), 0.25, np.float32), "reward": np.ones(n, np.float32),
+            "terminated": np.zeros(n, bool) if truncated_end else end, "truncated": end if truncated_end else ~end,
             "intervention": intervention}
 
 
@@ -97,7 +99,11 @@ def test_learner_routes_interventions_ignores_resends_refuses_gaps_bounds_utd_an
         pass
     assert core.updates == 40 - 10 + 1 == core.allowed_updates()
     with pytest.raises(ValueError, match="missing arrays"):
-        core.ingest("c", 0, {"obs": np.zeros((2, 20), np.float32)})
+        core.ingest("c", 0, {"obs/state": np.zeros((2, 20), np.float32)})
+    bad = episode(5)
+    bad["obs/state"] = bad["obs/state"][:-1]  # T rows instead of T + 1
+    with pytest.raises(ValueError, match="one more row than steps"):
+        core.ingest("c", 0, bad)
     core.checkpoint()
     alpha = float(core.agent.log_alpha.detach())
     again = LearnerCore(config, run_dir, log=lambda _m: None)  # a restarted learner
@@ -114,7 +120,7 @@ def test_ingest_while_training_never_yields_a_torn_transition(tmp_path):
     torn: list[int] = []
 
     def check(block):  # stands in for the SAC update: every row must be one whole transition
-        torn.append(int((~np.isclose(block["next_obs"] - block["obs"], 0.5)).any(axis=1).sum()))
+        torn.append(int((~np.isclose(block["next_obs"] - block["obs"], 1.0)).any(axis=1).sum()))
         return {}
 
     core.agent.update = check
@@ -132,7 +138,7 @@ def test_actor_holds_on_stale_missing_or_foreign_weights_and_says_so(tmp_path):
     now = [0.0]
     messages: list[str] = []
     actor = ActorCore(config, run_dir, "actor-0", log=messages.append, clock=lambda: now[0])
-    weights = weights_to_bytes(actor.policy.state_dict())
+    weights = weights_to_bytes(acting_state(actor.agent))
     try:
         assert actor.step() is None and actor.env_steps == 0 and "no connection" in messages[-1]
         actor.heard_from_learner("L1", 0)
@@ -234,7 +240,7 @@ def test_two_processes_survive_kill_9_of_learner_and_of_actor_without_losing_a_c
     children = [learner, actor]
     try:
         # 1. kill -9 the learner once it has checkpointed; the actor must hold and say so, then resume.
-        _wait(lambda: list((run_dir / "learner" / "checkpoints").glob("step_*")), 60, "a learner checkpoint")
+        _wait(lambda: list((run_dir / "checkpoints").glob("step_*")), 60, "a learner checkpoint")
         learner.send_signal(signal.SIGKILL)
         learner.wait()
         _wait(lambda: "holding the robot: learner unreachable" in _log(run_dir, "actor-actor-0").partition(
@@ -258,7 +264,7 @@ def test_two_processes_survive_kill_9_of_learner_and_of_actor_without_losing_a_c
             if child.poll() is None:
                 child.kill()
                 child.wait()
-    summary = json.loads((run_dir / "learner" / "summary.json").read_text())
+    summary = json.loads(summary_path(run_dir).read_text())
     transitions, human = store_totals(store)
     # No committed transition lost: the learner holds exactly what the actor's store committed, in both buffers.
     assert summary["online_size"] == summary["env_steps"] == transitions >= 1000
@@ -277,7 +283,7 @@ def test_launcher_runs_learner_and_actors_as_processes_and_leaves_no_child(tmp_p
     summary = launch(config, run_dir, timeout_s=120)
     assert summary["env_steps"] >= 200 and set(summary["episodes"]) == {"actor-0", "actor-1"}
     assert summary["updates"] == summary["env_steps"] - config.learning_starts + 1
-    rows = [r for r in read_metrics(run_dir / "learner") if "train/interventions" in r]
+    rows = [r for r in read_metrics(run_dir) if "train/interventions" in r]
     assert rows and rows[-1]["train/interventions"] > 0 and rows[-1]["train/takeovers"] > 0
     out = subprocess.run(["pgrep", "-f", f"robot.runtime.local .* {run_dir}"], capture_output=True, text=True)
     assert out.stdout.strip() == ""

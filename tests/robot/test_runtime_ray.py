@@ -43,7 +43,7 @@ def test_two_actors_one_learner_survive_kill_9_of_each_side(ray_session, tmp_pat
     driver.start()
     learner = _wait(lambda: ray.get_actor(learner_name(run_dir)), 60, "the learner")
     first_incarnation = _wait(lambda: ray.get(learner.summary.remote(), timeout=5)["incarnation"], 60, "learner up")
-    _wait(lambda: list((run_dir / "learner" / "checkpoints").glob("step_*")), 60, "a learner checkpoint")
+    _wait(lambda: list((run_dir / "checkpoints").glob("step_*")), 60, "a learner checkpoint")
     os.kill(ray.get(learner.pid.remote()), signal.SIGKILL)  # Ray restarts it; it resumes from its checkpoint
     second = _wait(lambda: ray.get(learner.summary.remote(), timeout=5), 60, "the restarted learner")
     assert second["incarnation"] != first_incarnation
@@ -60,3 +60,20 @@ def test_two_actors_one_learner_survive_kill_9_of_each_side(ray_session, tmp_pat
     assert result["incarnation"] == second["incarnation"]
     with pytest.raises(ValueError):  # run_ray killed its actors on the way out
         ray.get_actor(learner_name(run_dir))
+
+
+def test_robot_train_ray_through_the_cli(ray_session, tmp_path):
+    """`robot train --runtime.kind ray` on the session's Ray: the learner's checkpoint and metrics in the run folder."""
+    import json
+
+    from robot.cli import main as robot_main
+    from robot.runtime.learner import summary_path
+    from tests.robot.test_runtime_async import TINY
+
+    options = [f"--{k}={v}" for k, v in TINY.items() if k != "total_env_steps"]
+    assert robot_main(["train", "reach", "--runtime.kind", "ray", "--total_env_steps", "120", *options,
+                       "--learning_starts=50", "--run_root", str(tmp_path), "--device=cpu"]) == 0
+    (run_dir,) = tmp_path.iterdir()
+    summary = json.loads(summary_path(run_dir).read_text())
+    assert summary["env_steps"] >= 120 and summary["updates"] == summary["env_steps"] - 50 + 1
+    assert list((run_dir / "checkpoints").glob("step_*")) and (run_dir / "metrics.jsonl").read_text()
