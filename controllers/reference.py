@@ -167,13 +167,13 @@ class PoseReference:
         new_pos[:] = pos_world
         new_quat[:] = quat_world
         norm = math.sqrt(float(np.dot(new_quat, new_quat)))
-        if not (math.isfinite(float(new_pos.sum())) and math.isfinite(norm) and norm > 1e-9):
+        if not (math.isfinite(np.dot(new_pos, new_pos)) and math.isfinite(norm) and norm > 1e-9):
             return False
         new_quat *= 1.0 / norm
         np.minimum(new_pos, self._workspace_high, out=self._vec3)
         np.maximum(self._vec3, self._workspace_low, out=self._vec3)
         np.subtract(new_pos, self._vec3, out=new_pos)  # how far outside the box
-        self.clipped = bool(new_pos.any())
+        self.clipped = bool(np.dot(new_pos, new_pos) > 0.0)
         new_pos[:] = self._vec3
         # Re-anchor the filter at the current reference.
         np.subtract(self.ref_pos, new_pos, out=self._offset_pos)
