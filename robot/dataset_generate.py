@@ -48,10 +48,10 @@ from data.d4rl import export_d4rl_hdf5
 from data.episode_store import EpisodeStore
 from data.hdf5_io import import_h5py
 from data.schema import EpisodeMetadata, FieldSpec, Source, StoreSchema
+from robot.demo_store import STATE_KEY
 
 LEVELS = ("random", "medium", "expert", "medium-replay")
 FORMATS = ("d4rl", "store", "both")
-STATE_KEY = "state"
 # Episode-seed streams (robot.demos.episode_seed): 1 train, 2 eval, 3 demos; these are the dataset rollouts.
 _STREAMS = {"random": 4, "medium": 5, "expert": 6}
 

@@ -1,4 +1,5 @@
-"""Demos in the episode store: `robot collect-demos` writes them, `robot train --demo_store` reads them.
+"""Demos in the episode store: `robot collect-demos` writes them, `robot train --demo_store` reads them
+(through `robot.runtime.learner.fill_demo_buffer`, as every runtime does).
 
 State tasks store their flat observation as `observation/state`; each episode is committed (and so
 durable) as soon as it is written, so an interrupted collection keeps every finished demo.
@@ -63,20 +64,3 @@ def write_demos(path: Path, spec, demos: list[Episode], noise_std: float) -> int
                 writer.commit({STATE_KEY: ep.next_obs[-1].astype(np.float32)}, success=ep.success)
         return len(store)
 
-
-def read_demo_transitions(path: Path, task: str) -> dict[str, np.ndarray]:
-    """Flat (obs, action, reward, next_obs, terminated) arrays of every demo episode of `task` in a store."""
-    with EpisodeStore.open(Path(path), mode="r") as store:
-        if STATE_KEY not in store.schema.observation:
-            raise ValueError(
-                f"{path}: expected a state observation '{STATE_KEY}' in the store, got {list(store.schema.observation)}"
-            )
-        episodes = [i for i in range(len(store)) if store.metadata(i).task == task]
-        if not episodes:
-            raise ValueError(f"{path}: no episodes of task '{task}' in the store")
-        t = store.load_transitions([STATE_KEY], episodes)
-    rows = t.observation[STATE_KEY]
-    return {
-        "obs": rows[t.obs_index], "action": t.action, "reward": t.reward,
-        "next_obs": rows[t.next_obs_index], "terminated": t.terminated,
-    }

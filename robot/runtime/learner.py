@@ -45,10 +45,10 @@ from robot.core.checkpoint import (
 from robot.core.device import resolve_device
 from robot.core.metrics import MeanAggregator, MetricsWriter
 from robot.core.seeding import seed_everything
+from robot.demo_store import STATE_KEY
 from robot.runtime.wire import weights_to_bytes
 from robot.train import build_agent, load_learning_state, make_replay, save_learning_state
 
-STATE_KEY = "state"
 """The observation key of a flat state vector (as in the episode stores)."""
 STEP_KEYS = ("action", "reward", "terminated", "truncated", "intervention")
 """Per-step arrays of an episode message; observations travel as `obs/<key>` with one more row."""

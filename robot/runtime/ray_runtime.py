@@ -92,10 +92,6 @@ class LearnerService:
         version, blob = self.core.weights()
         return self.core.incarnation, version, blob
 
-    def live_actors(self) -> list[str]:
-        now = time.monotonic()
-        return sorted(a for a, t in self.last_heard.items() if now - t <= self.rt.peer_timeout_s)
-
     def summary(self) -> dict[str, Any]:
         return {**self.core.summary(), "incarnation": self.core.incarnation, "done": self.finished.is_set()}
 

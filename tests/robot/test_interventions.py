@@ -13,7 +13,6 @@ from data.schema import Source
 from hardware.teleop import KeyboardTeleop, KeyEvent, QueueKeySource
 from robot.config import apply_overrides
 from robot.core.metrics import read_metrics
-from robot.demo_store import read_demo_transitions
 from robot.interventions import (
     EXECUTED_ACTION_KEY,
     INTERVENTION_KEY,
@@ -173,8 +172,15 @@ def test_teleop_recording_stores_the_typed_actions_as_demo_episodes(tmp_path):
             assert set(np.unique(steps["action"][typed])) <= {-1.0, 0.0, 1.0}
             assert not steps["action"][~typed].any()
         total = sum(store.metadata(i).length for i in indices)
-    demo = read_demo_transitions(out, "reach")  # what `robot train --demo_store` reads
-    assert len(demo["obs"]) == total
+    # What `robot train reach --demo_store OUT` loads into its demo buffer: every recorded step.
+    from data.replay_buffer import ReplayBuffer
+    from robot.runtime.learner import fill_demo_buffer
+    from robot.train import TrainConfig
+
+    buffer = ReplayBuffer(20, 3, 10_000)
+    config = TrainConfig(task="reach", demo_store=str(out))
+    fill_demo_buffer(buffer, config, {"state": ((20,), np.float32)}, lambda a: a)
+    assert len(buffer) == total
 
 
 def test_collect_demos_teleop_without_a_terminal_is_one_clear_error(tmp_path, capsys):
