@@ -208,7 +208,7 @@ def main() -> None:
         summary["cpu_ratio_vs_sb3_compiled"] = min(r["ratio"] for r in rows if r["ours"] == "equal+compile")
     summary |= image_summary
     if not args.quick:
-        path = write_result("learner_throughput", summary, "python benchmarks/learner_throughput.py "
+        path = write_result("learner_throughput", summary, "python -m benchmarks.learner_throughput "
                             + " ".join(sys.argv[1:]), rows=rows, image_rows=images)
         print(f"wrote {path}")
 

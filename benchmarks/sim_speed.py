@@ -19,7 +19,7 @@
 Each rate is the best of ``--repeats`` runs, env and raw interleaved (the machine may be shared; best-of
 filters out other load).
 
-    python benchmarks/sim_speed.py        # writes benchmarks/results/sim_speed.json
+    python -m benchmarks.sim_speed [--repeats 5]   # writes benchmarks/results/sim_speed.json
 """
 
 from __future__ import annotations
@@ -232,7 +232,7 @@ def main() -> None:
             "min_ratio_task": min(per_task, key=lambda t: per_task[t]["ratio_to_raw_mj_step"]),
             "goal_ratio": 0.8,
         },
-        "python benchmarks/sim_speed.py",
+        " ".join(["python -m benchmarks.sim_speed", *sys.argv[1:]]),
         tasks=per_task,
         pick_cube_breakdown_us={k: round(v, 2) for k, v in parts.items()},
         raw_mj_step_us=round(raw_us, 2),

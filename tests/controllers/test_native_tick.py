@@ -96,7 +96,7 @@ def test_singular_configuration_guard_ticks_run_in_python_and_match():
     assert np.all(np.isfinite(pairs[0][1].last_torque_nm))
 
 
-def test_moving_gain_filter_runs_in_python_then_c_resumes():
+def test_ticks_run_in_python_while_the_gain_filter_moves():
     pairs, stepper = _arm_pair()
     for arm, controller in pairs:
         controller.set_stiffness([3000.0] * 3 + [100.0] * 3)
