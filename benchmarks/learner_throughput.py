@@ -8,12 +8,19 @@ environment in the loop. "Updates" are critic gradient steps. Rows:
 - "rlpd": ours as the recipe runs it (UTD critic steps, then one actor and temperature step).
 Measurements alternate between the two learners in rounds so background load hits both alike.
 
+On a GPU (`--device cuda`) both learners run there, and ours adds "+graph" rows: the whole update (all
+UTD critic steps, actor, temperature, optimizer steps, Polyak averaging) replayed as one CUDA graph
+(`SACConfig.compile = cuda-graph`). The GPU goal is stated for 10 critics at UTD 20; its figure is the
+"equal+graph" row (the same work as SB3's 20 gradient steps). The GPU rows are merged into the CPU
+results file.
+
 Image rows: our pixel agent (policies/image_sac.py: small conv encoder per camera, spatial embeddings,
 2 critics, DrQ shifts, target encoder) vs SB3 SAC("MultiInputPolicy") (NatureCNN per camera, separate
 actor and critic extractors), two 128x128 cameras + 14-D proprio, batch `--image_batch`, UTD 1, one
 full update (critic + actor + temperature) per count.
 
-    python benchmarks/learner_throughput.py [--quick] [--compile] [--image_only]
+    python -m benchmarks.learner_throughput [--quick] [--compile] [--image_only]
+    python -m benchmarks.learner_throughput --device cuda --image_batch 256
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.common import RESULTS, write_result
+from benchmarks.common import RESULTS, machine, write_result
 from data.replay_buffer import MixedSampler, ReplayBuffer
 from policies.sac import SACAgent, SACConfig
 from robot.core.compile import CompileMode
@@ -50,10 +57,10 @@ class _Spaces(gym.Env):
         return np.random.standard_normal(OBS).astype(np.float32), 0.0, False, False, {}
 
 
-def ours(num_critics: int, utd: int, actor_every_critic_step: bool, compile_mode: CompileMode):
+def ours(num_critics: int, utd: int, actor_every_critic_step: bool, compile_mode: CompileMode, device: str = "cpu"):
     config = SACConfig(num_critics=num_critics, num_subsample=min(2, num_critics), batch_size=BATCH,
                        utd_ratio=1 if actor_every_critic_step else utd, compile=compile_mode)
-    agent = SACAgent(OBS, ACT, config, torch.device("cpu"))
+    agent = SACAgent(OBS, ACT, config, torch.device(device))
     buffer = ReplayBuffer(OBS, ACT, 20_000, seed=0)
     rng = np.random.default_rng(0)
     n = 10_000
@@ -71,12 +78,12 @@ def ours(num_critics: int, utd: int, actor_every_critic_step: bool, compile_mode
     return step
 
 
-def sb3(num_critics: int, utd: int):
+def sb3(num_critics: int, utd: int, device: str = "cpu"):
     from stable_baselines3 import SAC
 
-    model = SAC("MlpPolicy", _Spaces(), batch_size=BATCH, learning_starts=0, device="cpu", verbose=0, seed=0,
+    model = SAC("MlpPolicy", _Spaces(), batch_size=BATCH, learning_starts=2_000, device=device, verbose=0, seed=0,
                 policy_kwargs={"net_arch": [256, 256], "n_critics": num_critics})
-    model.learn(2_000)  # fills the buffer (and warms up)
+    model.learn(2_000)  # fills the buffer only (`timed` warms up)
     return lambda: model.train(gradient_steps=utd, batch_size=BATCH)
 
 
@@ -90,13 +97,14 @@ def _image_obs(rng: np.random.Generator, rows: int) -> dict[str, np.ndarray]:
                 else rng.normal(size=(rows, *shape)).astype(np.float32)) for k, (shape, dtype) in IMAGE_SPEC.items()}
 
 
-def ours_image(batch: int):
+def ours_image(batch: int, device: str = "cpu", compile_mode: CompileMode = CompileMode.NONE):
     from data.frame_replay import FrameReplayBuffer
     from policies.image_sac import ImageAgentConfig, ImageSACAgent
 
-    config = SACConfig(num_critics=2, num_subsample=2, batch_size=batch, utd_ratio=1)
-    agent = ImageSACAgent(IMAGE_SPEC, ACT, config, ImageAgentConfig(), torch.device("cpu"))
-    buffer = FrameReplayBuffer(IMAGE_SPEC, ACT, 2_000, seed=0)
+    config = SACConfig(num_critics=2, num_subsample=2, batch_size=batch, utd_ratio=1, compile=compile_mode)
+    agent = ImageSACAgent(IMAGE_SPEC, ACT, config, ImageAgentConfig(), torch.device(device))
+    # On a GPU the frames live there (ImageAgentConfig.replay_on_device), as `robot train` can keep them.
+    buffer = FrameReplayBuffer(IMAGE_SPEC, ACT, 2_000, seed=0, device=None if device == "cpu" else device)
     rng = np.random.default_rng(0)
     steps = 1_000
     obs = _image_obs(rng, steps + 1)
@@ -118,17 +126,20 @@ class _ImageSpaces(gym.Env):
         return self.reset()[0], 0.0, False, False, {}
 
 
-def sb3_image(batch: int):
+def sb3_image(batch: int, device: str = "cpu"):
     from stable_baselines3 import SAC
 
     model = SAC("MultiInputPolicy", _ImageSpaces(), batch_size=batch, buffer_size=2_000, learning_starts=10**9,
-                device="cpu", verbose=0, seed=0, policy_kwargs={"net_arch": [256, 256]})
+                device=device, verbose=0, seed=0, policy_kwargs={"net_arch": [256, 256]})
     model.learn(1_000)  # fills the buffer only (learning_starts is never reached)
     return lambda: model.train(gradient_steps=1, batch_size=batch)
 
 
-def image_rows(batch: int, seconds: float, rounds: int) -> list[dict]:
-    learners = {"ours": ours_image(batch), "sb3": sb3_image(batch)}
+def image_rows(batch: int, seconds: float, rounds: int, device: str = "cpu") -> list[dict]:
+    if device == "cpu":
+        learners = {"ours": ours_image(batch), "sb3": sb3_image(batch)}
+    else:
+        learners = {"ours": ours_image(batch, device, CompileMode.CUDA_GRAPH), "sb3": sb3_image(batch, device)}
     totals = dict.fromkeys(learners, 0.0)
     for _ in range(rounds):
         for name, step in learners.items():
@@ -139,12 +150,65 @@ def image_rows(batch: int, seconds: float, rounds: int) -> list[dict]:
 
 def timed(step, utd: int, seconds: float) -> float:
     """Critic updates per second of `step` over about `seconds`."""
-    step()  # warm-up (and compilation)
+    for _ in range(3):  # warm-up (compilation; a CUDA graph's eager run and capture)
+        step()
+    _synchronize()
     count, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         step()
         count += utd
+    _synchronize()  # GPU work is asynchronous: count it only once it has run
     return count / (time.perf_counter() - start)
+
+
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def gpu_main(args: argparse.Namespace, seconds: float, rounds: int) -> None:
+    """State rows (eager and CUDA graph) and image rows on the GPU vs SB3 on the same GPU."""
+    device = args.device
+    rows = []
+    for num_critics, utd in ((2, 1), (2, 20), (10, 1), (10, 20)):
+        modes = [("equal", True, CompileMode.NONE), ("equal+graph", True, CompileMode.CUDA_GRAPH),
+                 ("rlpd+graph", False, CompileMode.CUDA_GRAPH)]
+        learners = {"sb3": sb3(num_critics, utd, device)}
+        learners |= {name: ours(num_critics, utd, every, mode, device) for name, every, mode in modes}
+        totals = dict.fromkeys(learners, 0.0)
+        for _ in range(rounds):
+            for name, step in learners.items():
+                totals[name] += timed(step, utd, seconds) / rounds
+        rows += [{"critics": num_critics, "utd": utd, "ours": name, "ours_updates_per_s": totals[name],
+                  "sb3_updates_per_s": totals["sb3"], "ratio": totals[name] / totals["sb3"]}
+                 for name in learners if name != "sb3"]
+        print(rows[-3:], flush=True)
+    images = image_rows(args.image_batch, 2 * seconds, rounds, device)
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else device
+    table = Table(title=f"learner updates/s (critic gradient steps), {gpu}, batch 256, 256-256 MLPs")
+    for col in ("critics", "UTD", "ours", "ours upd/s", "SB3 upd/s", "ratio"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["critics"]), str(r["utd"]), r["ours"], f"{r['ours_updates_per_s']:.0f}",
+                      f"{r['sb3_updates_per_s']:.0f}", f"{r['ratio']:.2f}")
+    for r in images:
+        table.add_row("2 (img)", "1", "image+graph", f"{r['ours_updates_per_s']:.1f}", f"{r['sb3_updates_per_s']:.1f}",
+                      f"{r['ratio']:.2f}")
+    Console().print(table)
+    goal = next(r for r in rows if r["critics"] == 10 and r["utd"] == 20 and r["ours"] == "equal+graph")
+    recipe = next(r for r in rows if r["critics"] == 10 and r["utd"] == 20 and r["ours"] == "rlpd+graph")
+    summary = {"gpu_ratio_vs_sb3": goal["ratio"], "gpu_ratio_vs_sb3_rlpd_recipe": recipe["ratio"],
+               "gpu_image_updates_per_s": images[0]["ours_updates_per_s"], "gpu_image_ratio_vs_sb3": images[0]["ratio"]}
+    if args.quick:
+        return
+    path = RESULTS / "learner_throughput.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {"summary": {}, "command": ""}
+    extra = {k: v for k, v in previous.items() if k not in ("summary", "command", "machine", "date")}
+    command = "python -m benchmarks.learner_throughput " + " ".join(sys.argv[1:])
+    figures = {**extra, "gpu_rows": rows, "gpu_image_rows": images, "gpu_command": command,
+               "gpu_machine": machine(), "gpu_date": time.strftime("%Y-%m-%d")}
+    path = write_result("learner_throughput", {**previous["summary"], **summary}, previous["command"], **figures)
+    print(f"wrote {path}")
 
 
 def main() -> None:
@@ -154,8 +218,12 @@ def main() -> None:
     parser.add_argument("--image_batch", type=int, default=64, help="batch of the image rows (default: 64)")
     parser.add_argument("--image_only", action="store_true",
                         help="time only the image rows and add them to the existing results file")
+    parser.add_argument("--device", default="cpu", help="cpu (the goal's rows) or cuda (GPU rows, merged in)")
     args = parser.parse_args()
     seconds, rounds = (1.0, 1) if args.quick else (6.0, 3)
+    if args.device != "cpu":
+        gpu_main(args, 2.5 if not args.quick else 0.5, 1)
+        return
     torch.manual_seed(0)
     images = image_rows(args.image_batch, 3 * seconds, rounds)
     table = Table(title=f"image learner updates/s, CPU, 2 cameras {IMAGE}x{IMAGE}, batch {args.image_batch}, UTD 1")
@@ -208,8 +276,12 @@ def main() -> None:
         summary["cpu_ratio_vs_sb3_compiled"] = min(r["ratio"] for r in rows if r["ours"] == "equal+compile")
     summary |= image_summary
     if not args.quick:
+        path = RESULTS / "learner_throughput.json"
+        previous = json.loads(path.read_text()) if path.is_file() else {"summary": {}}
+        gpu = {k: v for k, v in previous.items() if k.startswith("gpu_")}  # a GPU run's rows stay
+        summary |= {k: v for k, v in previous["summary"].items() if k.startswith("gpu_")}
         path = write_result("learner_throughput", summary, "python -m benchmarks.learner_throughput "
-                            + " ".join(sys.argv[1:]), rows=rows, image_rows=images)
+                            + " ".join(sys.argv[1:]), rows=rows, image_rows=images, **gpu)
         print(f"wrote {path}")
 
 

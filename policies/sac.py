@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from robot.core.checkpoint import optimizer_state_from_tensors, optimizer_state_to_tensors
-from robot.core.compile import CompileMode, compile_step
+from robot.core.compile import CompileMode, GraphedStep, compile_step
 from robot.core.optim import OptimConfig, Updater, polyak_update
 
 
@@ -72,6 +72,9 @@ class SACConfig:
             raise ValueError(f"utd_ratio: expected >= 1 critic step per env step, got {self.utd_ratio}")
         if not 0 < self.discount <= 1:
             raise ValueError(f"discount: expected a value in (0, 1], got {self.discount}")
+        if self.compile is CompileMode.CUDA_GRAPH and self.optim.warmup_steps > 0:
+            raise ValueError("compile 'cuda-graph' replays tensor work only; a learning-rate warmup schedule "
+                             f"(optim.warmup_steps={self.optim.warmup_steps}) would not advance: set it to 0")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -196,6 +199,7 @@ class SACAgent:
         self.temperature_updater = Updater([self.log_alpha], config.optim)
         self._critic_loss = compile_step(self.critic_loss, config.compile, device)
         self._actor_loss = compile_step(self.actor_loss, config.compile, device)
+        self._graphed = GraphedStep(self.update_prepared) if config.compile is CompileMode.CUDA_GRAPH else None
 
     # -- hooks for agents that encode observations (policies/image_sac.py) -----------------------
     def _critic_trainables(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -251,7 +255,8 @@ class SACAgent:
 
     # -- updates -------------------------------------------------------------------------------
     def update_critic(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        members = torch.randperm(self.config.num_critics, device=self.device)[: self.config.num_subsample]
+        # A random subset drawn on the device (argsort of uniforms, not randperm: capturable in a CUDA graph).
+        members = torch.rand(self.config.num_critics, device=self.device).argsort()[: self.config.num_subsample]
         loss, metrics = self._critic_loss(batch, members)
         self.critic_updater.update(loss)
         polyak_update(self._target_params, self._critic_params, self.config.tau)
@@ -277,6 +282,11 @@ class SACAgent:
         if len(block["action"]) != b * utd:
             raise ValueError(f"update: expected utd_ratio*batch_size = {b * utd} rows, got {len(block['action'])}")
         block = self.prepare(block)
+        return self._graphed(block) if self._graphed is not None else self.update_prepared(block)
+
+    def update_prepared(self, block: dict) -> dict[str, torch.Tensor]:
+        """`update` on a block already on the device: pure tensor work, what a CUDA graph records."""
+        b, utd = self.config.batch_size, self.config.utd_ratio
         for k in range(utd):
             metrics = self.update_critic(take_rows(block, slice(k * b, (k + 1) * b)))
         actor_metrics, log_prob = self.update_actor(take_rows(block, slice(-b, None)))
@@ -300,6 +310,8 @@ class SACAgent:
             self.log_alpha.copy_(tensors["log_alpha"])
         for name, updater in self._updaters().items():
             updater.load_state_dict(optimizer_state_from_tensors(tensors, layout[name]))
+        if self._graphed is not None:  # the optimizer state tensors are new objects: record a new graph
+            self._graphed = GraphedStep(self.update_prepared)
 
     def _modules(self) -> dict[str, nn.Module]:
         """Checkpointed modules by key prefix."""

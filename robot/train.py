@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 import gymnasium as gym
 import numpy as np
+import torch
 
 from data.frame_replay import FrameReplayBuffer
 from data.replay_buffer import MixedSampler, ReplayBuffer
@@ -61,6 +62,9 @@ class TrainConfig:
     """'auto' (CUDA when available), 'cpu' or 'cuda[:N]'."""
     total_env_steps: int = 20_000
     """Environment steps to train for."""
+    max_wall_minutes: float = 0.0
+    """Stop earlier, after this much wall-clock time (a booked robot slot, a lent GPU), with a final evaluation
+    and checkpoint; 0: no limit."""
     random_steps: int = 1_000
     """Uniformly random actions for the first steps (exploration before the policy acts)."""
     learning_starts: int = 1_000
@@ -112,6 +116,8 @@ class TrainConfig:
                 raise ValueError(f"{key}: expected a positive number, got {getattr(self, key)}")
         if not 0.0 <= self.demo_ratio < 1.0:
             raise ValueError(f"demo_ratio: expected a share in [0, 1), got {self.demo_ratio}")
+        if self.max_wall_minutes < 0:
+            raise ValueError(f"max_wall_minutes: expected >= 0 (0: no limit), got {self.max_wall_minutes}")
         if self.num_demos < 0 or self.random_steps < 0 or self.learning_starts < 0:
             raise ValueError("num_demos, random_steps and learning_starts must be >= 0")
         if self.robot_server:
@@ -169,12 +175,14 @@ def build_agent(observation_space: gym.Space, action_dim: int, config: TrainConf
     return SACAgent(observation_space.shape[0], action_dim, config.agent, device)
 
 
-def make_replay(observation_space: gym.Space, action_dim: int, capacity: int, config: TrainConfig, seed: int):
+def make_replay(observation_space: gym.Space, action_dim: int, capacity: int, config: TrainConfig, seed: int,
+                device: torch.device | None = None):
     """A flat replay ring for state vectors; a frame buffer (each camera frame stored once, at most
-    `image.max_replay_frames` slots) for dicts."""
+    `image.max_replay_frames` slots) for dicts, on `device` when `image.replay_on_device` is set."""
     if isinstance(observation_space, gym.spaces.Dict):
         slots = min(capacity, config.image.max_replay_frames)
-        return FrameReplayBuffer(obs_spec_of(observation_space), action_dim, slots, seed=seed)
+        storage = device if config.image.replay_on_device else None
+        return FrameReplayBuffer(obs_spec_of(observation_space), action_dim, slots, seed=seed, device=storage)
     return ReplayBuffer(observation_space.shape[0], action_dim, capacity, seed=seed)
 
 
@@ -227,8 +235,8 @@ class Trainer:
         self.action_high = self.env.action_space.high.astype(np.float32)
         act_dim = self.action_low.shape[0]
         self.agent = build_agent(space, act_dim, config, self.device)
-        self.online = make_replay(space, act_dim, config.replay_capacity, config, seed=config.seed)
-        self.demos = make_replay(space, act_dim, config.demo_capacity, config, seed=config.seed + 1)
+        self.online = make_replay(space, act_dim, config.replay_capacity, config, config.seed, self.device)
+        self.demos = make_replay(space, act_dim, config.demo_capacity, config, config.seed + 1, self.device)
         ratios = {"online": 1.0 - config.demo_ratio, "demo": config.demo_ratio}
         if config.num_demos == 0 and not config.demo_store and not config.interventions.enabled:
             ratios = {"online": 1.0, "demo": 0.0}
@@ -313,6 +321,7 @@ class Trainer:
         ep_return, t_last, steps_last, updates_last = 0.0, time.perf_counter(), self.step, self.updates
         rates = {"perf/env_steps_per_s": 0.0, "perf/updates_per_s": 0.0}
         eval_pending = False
+        deadline = time.perf_counter() + 60.0 * cfg.max_wall_minutes if cfg.max_wall_minutes > 0 else float("inf")
         self.reporter.start(cfg.total_env_steps, self.step)
         try:
             while self.step < cfg.total_env_steps:
@@ -349,9 +358,10 @@ class Trainer:
                     t_last, steps_last, updates_last = now, self.step, self.updates
                     writer.write(self.step, {**aggregator.compute(), **self._episode_stats(), **rates,
                                              **self._intervention_stats()})
-                eval_pending = eval_pending or self.step % cfg.eval_every == 0 or self.step == cfg.total_env_steps
+                last_step = self.step == cfg.total_env_steps or time.perf_counter() > deadline
+                eval_pending = eval_pending or self.step % cfg.eval_every == 0 or last_step
                 # One robot: evaluate between training episodes (the sim evaluates in a separate env at once).
-                if eval_pending and (episode_ended or not cfg.robot_server or self.step == cfg.total_env_steps):
+                if eval_pending and (episode_ended or not cfg.robot_server or last_step):
                     eval_pending = False
                     result = evaluate(self.agent, cfg.task, cfg.env, cfg.seed, cfg.eval_episodes,
                                       cfg.robot_server, cfg.robot_token_file)
@@ -367,6 +377,9 @@ class Trainer:
                 self.reporter.progress(self.step, {**rates, **self._episode_stats()})
                 if episode_ended:  # after evaluation and checkpoint, which may use the same robot
                     obs, _ = self.env.reset(seed=episode_seed(cfg.seed, 1, self.episode))
+                if last_step and self.step < cfg.total_env_steps:
+                    self.reporter.message(f"max_wall_minutes ({cfg.max_wall_minutes}) reached at env step {self.step}")
+                    break
             self.save_checkpoint()
         finally:
             writer.close()

@@ -48,6 +48,8 @@ class OptimConfig:
 
 def _adam(params: list[torch.Tensor], config: OptimConfig) -> torch.optim.Optimizer:
     kwargs = dict(lr=config.lr, betas=(config.beta1, config.beta2), weight_decay=config.weight_decay)
+    if all(p.is_cuda for p in params):  # step counters on the device: the step can be captured in a CUDA graph
+        kwargs["capturable"] = True
     # The fused kernel exists for CPU and CUDA float tensors in recent torch and is ~2x faster than
     # foreach on small MLPs; older versions reject the flag on CPU, so fall back to foreach.
     try:

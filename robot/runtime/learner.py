@@ -88,8 +88,8 @@ class LearnerCore:
         env.close()
         act_dim = self.action_low.shape[0]
         self.agent = build_agent(space, act_dim, config, self.device)
-        self.online = make_replay(space, act_dim, config.replay_capacity, config, seed=config.seed)
-        self.demos = make_replay(space, act_dim, config.demo_capacity, config, seed=config.seed + 1)
+        self.online = make_replay(space, act_dim, config.replay_capacity, config, config.seed, self.device)
+        self.demos = make_replay(space, act_dim, config.demo_capacity, config, config.seed + 1, self.device)
         ratios = {"online": 1.0 - config.demo_ratio, "demo": config.demo_ratio}
         if config.demo_ratio == 0 or (config.num_demos == 0 and not config.demo_store
                                       and not config.interventions.enabled):
