@@ -113,3 +113,33 @@ def test_eval_command_reports_success_rate(uninterrupted, capsys):
     assert "success rate" in capsys.readouterr().out
     result = json.loads((uninterrupted / "eval_step_000000500.json").read_text())
     assert 0.0 <= result["eval/success_rate"] <= 1.0 and result["episodes"] == 2
+
+
+def test_max_wall_minutes_stops_early_with_a_final_eval_and_checkpoint(tmp_path):
+    """A booked slot ends the run on time: evaluated and checkpointed at the step it reached."""
+    config = tiny_config(tmp_path, total_env_steps=100_000, eval_every=100_000, checkpoint_every=100_000,
+                         max_wall_minutes=0.05)
+    run_dir = train_in_process(config)
+    summary = json.loads((run_dir / "eval_summary.json").read_text())
+    assert 0 < summary["env_steps"] < 100_000
+    assert [e["step"] for e in summary["evals"]] == [summary["env_steps"]]
+    assert latest_checkpoint(run_dir / "checkpoints") is not None
+    with pytest.raises(ValueError, match="max_wall_minutes"):
+        tiny_config(tmp_path, max_wall_minutes=-1)
+
+
+def test_frame_buffers_live_on_the_learner_device_when_asked(tmp_path):
+    import gymnasium as gym
+    import numpy as np
+
+    from robot.train import make_replay
+
+    space = gym.spaces.Dict({"front": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8),
+                             "state": gym.spaces.Box(-1, 1, (3,), np.float32)})
+    host = make_replay(space, 2, 100, tiny_config(tmp_path), seed=0, device=torch.device("cpu"))
+    on_device = make_replay(space, 2, 100, tiny_config(tmp_path, **{"image.replay_on_device": True}), seed=0,
+                            device=torch.device("cpu"))
+    assert host.device is None and on_device.device == torch.device("cpu")
+    obs = {"front": np.zeros((8, 8, 3), np.uint8), "state": np.zeros(3, np.float32)}
+    on_device.add(obs, np.zeros(2, np.float32), 1.0, obs, False, True)
+    assert isinstance(on_device.sample(4)["obs"]["front"], torch.Tensor)
