@@ -5,7 +5,9 @@ Both learners get 256-256 MLPs, batch 256, the same observation/action sizes as 
 environment in the loop. "Updates" are critic gradient steps. Rows:
 - "equal": both do one actor step per critic step (SB3's gradient_steps = UTD; ours actor_every=1) —
   the same work, the configuration the goal is stated for;
-- "rlpd": ours as the recipe runs it (UTD critic steps, then one actor and temperature step).
+- "rlpd": ours as the recipe runs it (UTD critic steps, then one actor and temperature step);
+- "equal, SB3 net": "equal" with SB3's MlpPolicy layers (ReLU, no LayerNorm) instead of the recipe's
+  LayerNorm + tanh: the same work on the same networks, so the ratio isolates the implementation.
 Measurements alternate between the two learners in rounds so background load hits both alike.
 
 On a GPU (`--device cuda`) both learners run there, and ours adds "+graph" rows: the whole update (all
@@ -57,9 +59,12 @@ class _Spaces(gym.Env):
         return np.random.standard_normal(OBS).astype(np.float32), 0.0, False, False, {}
 
 
-def ours(num_critics: int, utd: int, actor_every_critic_step: bool, compile_mode: CompileMode, device: str = "cpu"):
+def ours(num_critics: int, utd: int, actor_every_critic_step: bool, compile_mode: CompileMode, device: str = "cpu",
+         sb3_network: bool = False):
+    """`sb3_network`: SB3's MlpPolicy layers (ReLU, no LayerNorm) instead of the LayerNorm/tanh recipe."""
+    arch = {"layer_norm": False, "activation": "relu"} if sb3_network else {}
     config = SACConfig(num_critics=num_critics, num_subsample=min(2, num_critics), batch_size=BATCH,
-                       utd_ratio=1 if actor_every_critic_step else utd, compile=compile_mode)
+                       utd_ratio=1 if actor_every_critic_step else utd, compile=compile_mode, **arch)
     agent = SACAgent(OBS, ACT, config, torch.device(device))
     buffer = ReplayBuffer(OBS, ACT, 20_000, seed=0)
     rng = np.random.default_rng(0)
@@ -248,11 +253,12 @@ def main() -> None:
     rows = []
     for num_critics in (2, 10):
         for utd in (1, 20):
-            modes = [("equal", True, CompileMode.NONE), ("rlpd", False, CompileMode.NONE)]
+            modes = [("equal", True, CompileMode.NONE, False), ("rlpd", False, CompileMode.NONE, False),
+                     ("equal, SB3 net", True, CompileMode.NONE, True)]
             if args.compile:
-                modes.append(("equal+compile", True, CompileMode.COMPILE))
+                modes.append(("equal+compile", True, CompileMode.COMPILE, False))
             learners = {"sb3": sb3(num_critics, utd)}
-            learners |= {name: ours(num_critics, utd, every, mode) for name, every, mode in modes}
+            learners |= {name: ours(num_critics, utd, every, mode, sb3_network=net) for name, every, mode, net in modes}
             totals = dict.fromkeys(learners, 0.0)
             for _ in range(rounds):  # alternate so load changes hit every learner alike
                 for name, step in learners.items():
@@ -271,7 +277,8 @@ def main() -> None:
     Console().print(table)
     equal = [r for r in rows if r["ours"] == "equal"]
     summary = {"cpu_ratio_vs_sb3": min(r["ratio"] for r in equal),
-               "cpu_ratio_vs_sb3_rlpd_recipe": min(r["ratio"] for r in rows if r["ours"] == "rlpd")}
+               "cpu_ratio_vs_sb3_rlpd_recipe": min(r["ratio"] for r in rows if r["ours"] == "rlpd"),
+               "cpu_ratio_vs_sb3_same_network": min(r["ratio"] for r in rows if r["ours"] == "equal, SB3 net")}
     if args.compile:
         summary["cpu_ratio_vs_sb3_compiled"] = min(r["ratio"] for r in rows if r["ours"] == "equal+compile")
     summary |= image_summary

@@ -36,6 +36,10 @@ class SACConfig:
 
     hidden_dims: tuple[int, ...] = (256, 256)
     """Hidden layer widths of actor and critics (SERL: 256, 256)."""
+    layer_norm: bool = True
+    """LayerNorm after every hidden Linear of actor and critics (SERL/RLPD: on; SB3, CleanRL: off)."""
+    activation: str = "tanh"
+    """Hidden activation: 'tanh' (SERL) or 'relu' (SB3, CleanRL)."""
     num_critics: int = 10
     """Critic ensemble size E (SERL: 10, HIL-SERL: 2)."""
     num_subsample: int = 2
@@ -70,6 +74,8 @@ class SACConfig:
             )
         if self.utd_ratio < 1:
             raise ValueError(f"utd_ratio: expected >= 1 critic step per env step, got {self.utd_ratio}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation: expected one of {sorted(ACTIVATIONS)}, got {self.activation!r}")
         if not 0 < self.discount <= 1:
             raise ValueError(f"discount: expected a value in (0, 1], got {self.discount}")
         if self.compile is CompileMode.CUDA_GRAPH and self.optim.warmup_steps > 0:
@@ -80,11 +86,15 @@ class SACConfig:
 # ---------------------------------------------------------------------------------------------
 # Networks
 # ---------------------------------------------------------------------------------------------
-def mlp(in_dim: int, hidden_dims: tuple[int, ...]) -> nn.Sequential:
-    """Linear -> LayerNorm -> tanh per hidden layer (the last one activated too, as SERL)."""
+ACTIVATIONS = {"tanh": (nn.Tanh, torch.tanh), "relu": (nn.ReLU, torch.relu)}
+
+
+def mlp(in_dim: int, hidden_dims: tuple[int, ...], layer_norm: bool = True, activation: str = "tanh") -> nn.Sequential:
+    """Linear -> LayerNorm -> activation per hidden layer (the last one activated too, as SERL)."""
     layers: list[nn.Module] = []
     for width in hidden_dims:
-        layers += [nn.Linear(in_dim, width), nn.LayerNorm(width), nn.Tanh()]
+        norm = [nn.LayerNorm(width)] if layer_norm else []
+        layers += [nn.Linear(in_dim, width), *norm, ACTIVATIONS[activation][0]()]
         in_dim = width
     return nn.Sequential(*layers)
 
@@ -128,12 +138,14 @@ class EnsembleLayerNorm(nn.Module):
 class CriticEnsemble(nn.Module):
     """E Q-functions Q_e(s, a), each with its own trunk and head; returns (E, B)."""
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden_dims: tuple[int, ...], num_members: int) -> None:
+    def __init__(self, obs_dim: int, action_dim: int, hidden_dims: tuple[int, ...], num_members: int,
+                 layer_norm: bool = True, activation: str = "tanh") -> None:
         super().__init__()
         dims = (obs_dim + action_dim, *hidden_dims)
         pairs = zip(dims[:-1], dims[1:], strict=True)
         self.linears = nn.ModuleList(EnsembleLinear(num_members, a, b) for a, b in pairs)
-        self.norms = nn.ModuleList(EnsembleLayerNorm(num_members, d) for d in hidden_dims)
+        self.norms = nn.ModuleList(EnsembleLayerNorm(num_members, d) for d in hidden_dims) if layer_norm else None
+        self.activation = ACTIVATIONS[activation][1]
         self.head = EnsembleLinear(num_members, dims[-1], 1)
 
     def forward(
@@ -149,8 +161,11 @@ class CriticEnsemble(nn.Module):
         skips the weight-gradient GEMMs.
         """
         x = torch.cat([obs, action], dim=-1)  # (B, obs+act)
-        for linear, norm in zip(self.linears, self.norms, strict=True):
-            x = torch.tanh(norm(linear(x, detach_params, members), detach_params, members))  # (E, B, h)
+        for i, linear in enumerate(self.linears):
+            x = linear(x, detach_params, members)  # (E, B, h)
+            if self.norms is not None:
+                x = self.norms[i](x, detach_params, members)
+            x = self.activation(x)
         return self.head(x, detach_params, members).squeeze(-1)  # (E, B)
 
 
@@ -159,7 +174,7 @@ class TanhGaussianActor(nn.Module):
 
     def __init__(self, obs_dim: int, action_dim: int, config: SACConfig) -> None:
         super().__init__()
-        self.trunk = mlp(obs_dim, config.hidden_dims)
+        self.trunk = mlp(obs_dim, config.hidden_dims, config.layer_norm, config.activation)
         self.head = nn.Linear(config.hidden_dims[-1], 2 * action_dim)
         self.log_std_min, self.log_std_max = config.log_std_min, config.log_std_max
 
@@ -187,7 +202,8 @@ class SACAgent:
     def __init__(self, obs_dim: int, action_dim: int, config: SACConfig, device: torch.device) -> None:
         self.config, self.device = config, device
         self.actor = TanhGaussianActor(obs_dim, action_dim, config).to(device)
-        self.critic = CriticEnsemble(obs_dim, action_dim, config.hidden_dims, config.num_critics).to(device)
+        self.critic = CriticEnsemble(obs_dim, action_dim, config.hidden_dims, config.num_critics, config.layer_norm,
+                                     config.activation).to(device)
         self.target_critic = copy.deepcopy(self.critic).requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(config.init_temperature), device=device, requires_grad=True)
         self.target_entropy = (

@@ -95,6 +95,9 @@ class InterventionConfig:
     """Scripted: std of the expert's action noise."""
     hold_s: float = 0.0
     """Teleop: keep control this long after the person's last motion [s] (SERL 0.5, HIL-SERL 0)."""
+    to_demo_buffer: bool = True
+    """Store the person's transitions in the demo buffer as well as the online one (HIL-SERL). False keeps
+    them online only, so a few full demos are not outnumbered in the demo half of each batch."""
 
     def __post_init__(self) -> None:
         for key in ("stuck_window", "explore_steps", "every_episodes", "progress_window"):
@@ -110,6 +113,11 @@ class InterventionConfig:
     @property
     def enabled(self) -> bool:
         return InterventionDevice(self.device) is not InterventionDevice.NONE
+
+    @property
+    def fills_demo_buffer(self) -> bool:
+        """Whether the person's transitions land in the demo buffer (so it is sampled even without demos)."""
+        return self.enabled and self.to_demo_buffer
 
 
 class InterventionSource(Protocol):

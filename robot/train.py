@@ -238,7 +238,7 @@ class Trainer:
         self.online = make_replay(space, act_dim, config.replay_capacity, config, config.seed, self.device)
         self.demos = make_replay(space, act_dim, config.demo_capacity, config, config.seed + 1, self.device)
         ratios = {"online": 1.0 - config.demo_ratio, "demo": config.demo_ratio}
-        if config.num_demos == 0 and not config.demo_store and not config.interventions.enabled:
+        if config.num_demos == 0 and not config.demo_store and not config.interventions.fills_demo_buffer:
             ratios = {"online": 1.0, "demo": 0.0}
         self.sampler = MixedSampler({"online": self.online, "demo": self.demos}, ratios, seed=config.seed + 2)
         self.explore_rng = np.random.default_rng(config.seed + 3)
@@ -331,9 +331,10 @@ class Trainer:
                 else:
                     action = self.agent.act(obs)
                 next_obs, reward, terminated, truncated, info = self.env.step(self.to_env_action(action))
-                if info.get(INTERVENTION_KEY, False):  # the person acted: store their action, in both sources
+                if info.get(INTERVENTION_KEY, False):  # the person acted: store their action (in both sources)
                     action = self.to_agent_action(info[EXECUTED_ACTION_KEY])
-                    add_transition(self.demos, obs, action, reward, next_obs, terminated, truncated)
+                    if cfg.interventions.to_demo_buffer:
+                        add_transition(self.demos, obs, action, reward, next_obs, terminated, truncated)
                 add_transition(self.online, obs, action, reward, next_obs, terminated, truncated)
                 ep_return += float(reward)
                 self.step += 1

@@ -92,7 +92,7 @@ class LearnerCore:
         self.demos = make_replay(space, act_dim, config.demo_capacity, config, config.seed + 1, self.device)
         ratios = {"online": 1.0 - config.demo_ratio, "demo": config.demo_ratio}
         if config.demo_ratio == 0 or (config.num_demos == 0 and not config.demo_store
-                                      and not config.interventions.enabled):
+                                      and not config.interventions.fills_demo_buffer):
             ratios = {"online": 1.0, "demo": 0.0}
         self.sampler = MixedSampler({"online": self.online, "demo": self.demos}, ratios, seed=config.seed + 2)
         # Guards buffers, sampler and counters: ingest (transport threads) vs sampling (training thread).
@@ -142,7 +142,7 @@ class LearnerCore:
             action = self.to_agent_action(steps["action"])
             add_episode(self.online, frames, action, steps["reward"], steps["terminated"], steps["truncated"])
             human = steps["intervention"]
-            if human.any():  # HIL-SERL: the person's transitions also go to the demo buffer
+            if human.any() and self.config.interventions.to_demo_buffer:  # HIL-SERL: also to the demo buffer
                 add_steps(self.demos, frames, action, steps["reward"], steps["terminated"], steps["truncated"],
                           np.flatnonzero(human))
             self.interventions += int(human.sum())

@@ -151,3 +151,21 @@ def test_compiled_update_runs_and_learns():
         agent.update_critic(batch)
     agent.update({k: v.numpy() for k, v in batch.items()})  # the actor and temperature steps compile too
     assert agent.critic_loss(batch, members)[0].item() < 0.5 * before
+
+
+def test_sb3_style_network_has_no_layer_norm_uses_relu_and_learns():
+    """layer_norm=False, activation='relu' (SB3's / CleanRL's MlpPolicy layers) is a working learner too."""
+    agent = make_agent(num_critics=2, tau=0.0, layer_norm=False, activation="relu")
+    assert agent.critic.norms is None
+    assert not any(isinstance(m, torch.nn.LayerNorm) for m in agent.actor.modules())
+    assert any(isinstance(m, torch.nn.ReLU) for m in agent.actor.modules())
+    x = torch.full((1, OBS + ACT), -10.0)  # far negative pre-activations: relu zeroes what tanh would not
+    assert torch.equal(agent.critic.activation(x), torch.zeros_like(x))
+    batch = {k: torch.as_tensor(v) for k, v in fixed_batch().items()}
+    members = torch.tensor([0, 1])
+    before = agent.critic_loss(batch, members)[0].item()
+    for _ in range(300):
+        agent.update_critic(batch)
+    assert agent.critic_loss(batch, members)[0].item() < 0.5 * before
+    with pytest.raises(ValueError, match="activation: expected one of"):
+        SACConfig(activation="gelu")

@@ -67,6 +67,22 @@ def test_trainer_routes_intervention_transitions_to_both_buffers_and_logs_counts
     assert summary["interventions"] == counts["interventions"]
 
 
+def test_to_demo_buffer_false_keeps_the_persons_steps_online_only(tmp_path):
+    config = apply_overrides(default_config("reach"), {
+        "total_env_steps": 80, "learning_starts": 40, "random_steps": 0, "eval_every": 80, "eval_episodes": 1,
+        "checkpoint_every": 80, "log_every": 40, "num_demos": 0, "agent.hidden_dims": "16,16",
+        "agent.batch_size": 16, "agent.num_critics": 2, "run_root": str(tmp_path),
+        "interventions.device": "scripted", "interventions.schedule": "late", "interventions.explore_steps": 5,
+        "interventions.to_demo_buffer": False,
+    })
+    run_dir = create_run_dir(config.run_root, config.task)
+    save_config(run_dir, config)
+    trainer = Trainer(config, run_dir)
+    trainer.run()
+    assert trainer.interventions.counts()["interventions"] > 0
+    assert len(trainer.online) == 80 and len(trainer.demos) == 0  # and batches came from the online buffer alone
+
+
 class _MaskingEnv(gym.Wrapper):
     """An env whose own info carries keys named like the intervention flag (LeRobot #3273)."""
 
