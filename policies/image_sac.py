@@ -169,7 +169,7 @@ class ImageSACAgent(SACAgent):
         with torch.no_grad():  # stop-gradient: the actor never trains the encoder
             return self.encoder(obs)
 
-    def critic_loss(self, batch: dict, members: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def critic_loss(self, batch: dict, members: torch.Tensor | None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         loss, metrics = super().critic_loss(batch, members)
         if not self.use_grasp:
             return loss, metrics

@@ -243,10 +243,10 @@ class SACAgent:
 
     # -- losses (pure functions of the batch: what `compile` captures) -------------------------
     def critic_loss(
-        self, batch: dict[str, torch.Tensor], members: torch.Tensor
+        self, batch: dict[str, torch.Tensor], members: torch.Tensor | None
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """`members`: the REDQ subset of target critics for this step (drawn by the caller, so that a
-        compiled loss sees it as an input rather than tracing the draw)."""
+        compiled loss sees it as an input rather than tracing the draw); None takes the min over all."""
         cfg = self.config
         obs, next_obs_actor, next_obs_target = self.critic_inputs(batch)
         with torch.no_grad():
@@ -271,8 +271,11 @@ class SACAgent:
 
     # -- updates -------------------------------------------------------------------------------
     def update_critic(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        # A random subset drawn on the device (argsort of uniforms, not randperm: capturable in a CUDA graph).
-        members = torch.rand(self.config.num_critics, device=self.device).argsort()[: self.config.num_subsample]
+        # A random subset drawn on the device (argsort of uniforms, not randperm: capturable in a CUDA graph);
+        # None when the subset is every member (the min over all needs no draw and no weight gather).
+        members = None
+        if self.config.num_subsample < self.config.num_critics:
+            members = torch.rand(self.config.num_critics, device=self.device).argsort()[: self.config.num_subsample]
         loss, metrics = self._critic_loss(batch, members)
         self.critic_updater.update(loss)
         polyak_update(self._target_params, self._critic_params, self.config.tau)

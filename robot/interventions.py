@@ -82,10 +82,12 @@ class InterventionConfig:
     """Scripted 'stuck': the tool moved less than this over the window [m]."""
     explore_steps: int = 20
     """Scripted 'late': steps the policy acts alone before the expert takes over."""
-    takeover_steps: int = 20
-    """Scripted: steps one takeover lasts (0: to the end of the episode); a burst hands the policy back a
-    corrected state (20 steps let the peg expert finish from mid-way, so early episodes reach reward)."""
-    max_takeovers_per_episode: int = 2
+    takeover_steps: int = 0
+    """Scripted: steps one takeover lasts; 0 (default): to the end of the episode, i.e. the person guides the
+    episode to success once they step in (HIL-SERL: let the policy explore, then guide, so that early
+    episodes reach reward). Short bursts that hand back a half-corrected state taught less on peg-insert
+    (BENCHMARKS.md, interventions)."""
+    max_takeovers_per_episode: int = 1
     """Scripted: takeovers allowed in one episode."""
     every_episodes: int = 1
     """Scripted: intervene only in every n-th episode (1: every episode)."""
