@@ -144,7 +144,14 @@ def _run_training(config, run_dir: Path, resume: bool) -> int:
     reporter = RichReporter(console)
     if RuntimeKind(config.runtime.kind) is not RuntimeKind.SYNC:
         return _run_distributed(config, run_dir, resume, reporter)
-    trainer = Trainer(config, run_dir, reporter)
+    try:
+        trainer = Trainer(config, run_dir, reporter)
+    except Exception:
+        if not resume:  # a run that could not start (bad device, env, demo store) leaves no folder behind
+            import shutil
+
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     console.print(
         f"task {config.task} | device {trainer.device} | {config.total_env_steps} env steps | "
         f"UTD {config.agent.utd_ratio} | {config.agent.num_critics} critics | {config.num_demos} demos"

@@ -63,3 +63,12 @@ def test_dash_and_underscore_spellings_are_the_same_option(tmp_path, capsys):
 
     config = apply_overrides(default_config("pick-cube"), {"agent.num-critics": "4", "agent.hidden_dims": "64,64"})
     assert config.agent.num_critics == 4 and config.agent.hidden_dims == (64, 64)
+
+
+def test_a_run_that_cannot_start_leaves_no_run_folder(capsys, tmp_path):
+    """The agent refuses a CUDA graph on the CPU: one clear error, and no half-made run folder."""
+    code, _out, err = run_cli(capsys, "train", "reach", "--agent.compile", "cuda-graph", "--device", "cpu",
+                              "--run_root", str(tmp_path))
+    assert code == 2
+    assert "compile mode 'cuda-graph' needs a CUDA device, got cpu" in err
+    assert list(tmp_path.iterdir()) == []
