@@ -35,18 +35,24 @@ class ManualClock:
         return self.now
 
 
-def test_trainer_routes_intervention_transitions_to_both_buffers_and_logs_counts(tmp_path):
+def train_reach_with_scripted_person(tmp_path, steps: int, **interventions) -> tuple[Trainer, dict]:
+    """A tiny reach run, no demos, where the scripted expert takes over after 5 steps of each episode."""
     config = apply_overrides(default_config("reach"), {
-        "total_env_steps": 150, "learning_starts": 60, "random_steps": 0, "eval_every": 150, "eval_episodes": 1,
-        "checkpoint_every": 150, "log_every": 50, "num_demos": 0, "agent.hidden_dims": "16,16",
-        "agent.batch_size": 16, "agent.num_critics": 2, "run_root": str(tmp_path),
+        "total_env_steps": steps, "learning_starts": steps // 2, "random_steps": 0, "eval_every": steps,
+        "eval_episodes": 1, "checkpoint_every": steps, "log_every": 50, "num_demos": 0,
+        "agent.hidden_dims": "16,16", "agent.batch_size": 16, "agent.num_critics": 2, "run_root": str(tmp_path),
         "interventions.device": "scripted", "interventions.schedule": "late", "interventions.explore_steps": 5,
-        "interventions.takeover_steps": 10, "interventions.max_takeovers_per_episode": 1,
+        **{f"interventions.{k}": v for k, v in interventions.items()},
     })
     run_dir = create_run_dir(config.run_root, config.task)
     save_config(run_dir, config)
     trainer = Trainer(config, run_dir)
-    summary = trainer.run()
+    return trainer, trainer.run()
+
+
+def test_trainer_routes_intervention_transitions_to_both_buffers_and_logs_counts(tmp_path):
+    trainer, summary = train_reach_with_scripted_person(tmp_path, 150, takeover_steps=10)
+    run_dir = trainer.run_dir
     counts = trainer.interventions.counts()
     # Every step is in the online buffer; exactly the person's steps are in the demo buffer (no demos here).
     assert len(trainer.online) == 150
@@ -68,17 +74,7 @@ def test_trainer_routes_intervention_transitions_to_both_buffers_and_logs_counts
 
 
 def test_to_demo_buffer_false_keeps_the_persons_steps_online_only(tmp_path):
-    config = apply_overrides(default_config("reach"), {
-        "total_env_steps": 80, "learning_starts": 40, "random_steps": 0, "eval_every": 80, "eval_episodes": 1,
-        "checkpoint_every": 80, "log_every": 40, "num_demos": 0, "agent.hidden_dims": "16,16",
-        "agent.batch_size": 16, "agent.num_critics": 2, "run_root": str(tmp_path),
-        "interventions.device": "scripted", "interventions.schedule": "late", "interventions.explore_steps": 5,
-        "interventions.to_demo_buffer": False,
-    })
-    run_dir = create_run_dir(config.run_root, config.task)
-    save_config(run_dir, config)
-    trainer = Trainer(config, run_dir)
-    trainer.run()
+    trainer, _ = train_reach_with_scripted_person(tmp_path, 80, to_demo_buffer=False)
     assert trainer.interventions.counts()["interventions"] > 0
     assert len(trainer.online) == 80 and len(trainer.demos) == 0  # and batches came from the online buffer alone
 
