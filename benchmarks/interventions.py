@@ -2,11 +2,12 @@
 
 The scripted expert (`envs.make_expert("peg-insert")`) plays the person with the default 'corrective'
 schedule (`robot.interventions`): it steps in only when the policy made no progress toward the goal for 10
-steps or drifted 3 cm away from its best, and then guides the episode to its end (once per episode), with a
-willingness to step in that halves every 5 000 env steps, so the intervention rate falls over training
-without a hard stop. Intervention transitions go to the online and the demo buffer. Both arms use the
-same small SAC/RLPD config, env settings, scripted demos and seeds; evaluation is the deterministic policy without any
-intervention, 20 fixed episodes. Each (arm, seed) runs in its own process with one torch thread, `--jobs`
+steps or drifted 3 cm away from its best, and then (with a chance of 1/2 at the start of training, halving
+every 5 000 env steps) guides the episode to its end, once per episode, so the policy also lives through
+its own failures and the intervention rate falls over training without a hard stop. Intervention
+transitions go to the online and the demo buffer. Both arms use the same small SAC/RLPD config, env
+settings, scripted demos and seeds; evaluation is the deterministic policy without any intervention, 20
+fixed episodes. Each (arm, seed) runs in its own process with one torch thread, `--jobs`
 at a time. `--set interventions.KEY=VALUE` changes the schedule of the "with" arm (exploration only; the
 recorded result uses the defaults). The recorded result (BENCHMARKS.md):
 

@@ -70,9 +70,11 @@ class InterventionConfig:
     """Scripted 'corrective': the goal distance must fall this much below its best to count as progress [m]."""
     drift_m: float = 0.03
     """Scripted 'corrective': the goal distance rising this far above its best is drifting away [m]."""
-    takeover_prob: float = 1.0
+    takeover_prob: float = 0.5
     """Scripted 'corrective': chance that the person steps in when the policy is stuck or drifting, at the
-    start of training; when they let it go, they watch another progress_window steps."""
+    start of training; when they let it go, they watch another progress_window steps. 0.5: the policy also
+    lives through its own failures in about half of the early episodes (with 1.0 it hardly ever did, and
+    learned less on peg-insert: BENCHMARKS.md, interventions)."""
     prob_half_life_steps: int = 5_000
     """Scripted 'corrective': env steps over which takeover_prob halves (a person intervening less and less
     over training, never a hard stop); 0 keeps it constant."""
