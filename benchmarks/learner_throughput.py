@@ -23,6 +23,7 @@ full update (critic + actor + temperature) per count.
 
     python -m benchmarks.learner_throughput [--quick] [--compile] [--image_only]
     python -m benchmarks.learner_throughput --device cuda --image_batch 256
+    python -m benchmarks.learner_throughput --phases
 """
 
 from __future__ import annotations
@@ -166,6 +167,54 @@ def timed(step, utd: int, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
+def phase_times(sb3_network: bool, updates: int = 300) -> dict[str, float]:
+    """Milliseconds per update spent in each phase of our update (2 critics, UTD 1, batch 256, CPU): where
+    the time goes, for the BENCHMARKS.md budget. The phases are the ones `SACAgent.update` runs, called one
+    by one so each can be timed."""
+    from robot.core.optim import polyak_update
+
+    arch = {"layer_norm": False, "activation": "relu"} if sb3_network else {}
+    agent = SACAgent(OBS, ACT, SACConfig(num_critics=2, num_subsample=2, batch_size=BATCH, **arch), torch.device("cpu"))
+    buffer = ReplayBuffer(OBS, ACT, 20_000, seed=0)
+    rng = np.random.default_rng(0)
+    n = 10_000
+    buffer.add_many(rng.normal(size=(n, OBS)), rng.uniform(-1, 1, (n, ACT)), rng.normal(size=n),
+                    rng.normal(size=(n, OBS)), rng.uniform(size=n) < 0.01)
+    sampler = MixedSampler({"online": buffer}, {"online": 1.0}, seed=0)
+    totals: dict[str, float] = {}
+
+    def timed_phase(name: str, fn, *args):
+        start = time.perf_counter()
+        out = fn(*args)
+        totals[name] = totals.get(name, 0.0) + time.perf_counter() - start
+        return out
+
+    for i in range(updates + 20):
+        if i == 20:  # warm-up done
+            totals.clear()
+        batch = timed_phase("sample + to tensors", lambda: agent.prepare(sampler.sample(BATCH, 1)))
+        loss, _ = timed_phase("critic forward (with target)", agent.critic_loss, batch, None)
+        timed_phase("critic backward", loss.backward)
+        timed_phase("critic Adam", agent.critic_updater.step)
+        timed_phase("Polyak", polyak_update, agent._target_params, agent._critic_params, agent.config.tau)
+        actor_loss, log_prob = timed_phase("actor forward", agent.actor_loss, batch)
+        timed_phase("actor backward", actor_loss.backward)
+        timed_phase("actor Adam", agent.actor_updater.step)
+        timed_phase("temperature (backward + Adam)", agent.update_temperature, log_prob)
+    return {name: 1e3 * total / updates for name, total in totals.items()}
+
+
+def print_phases() -> None:
+    recipe, sb3_net = phase_times(False), phase_times(True)
+    table = Table(title="ms per update by phase, ours, 2 critics, UTD 1, batch 256, CPU")
+    for col in ("phase", "recipe (LayerNorm + tanh)", "SB3 net (ReLU)"):
+        table.add_column(col, justify="right")
+    for name in recipe:
+        table.add_row(name, f"{recipe[name]:.2f}", f"{sb3_net[name]:.2f}")
+    table.add_row("total", f"{sum(recipe.values()):.2f}", f"{sum(sb3_net.values()):.2f}")
+    Console().print(table)
+
+
 def _synchronize() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
@@ -224,7 +273,12 @@ def main() -> None:
     parser.add_argument("--image_only", action="store_true",
                         help="time only the image rows and add them to the existing results file")
     parser.add_argument("--device", default="cpu", help="cpu (the goal's rows) or cuda (GPU rows, merged in)")
+    parser.add_argument("--phases", action="store_true",
+                        help="only print where our update's time goes, phase by phase (CPU, 2 critics, UTD 1)")
     args = parser.parse_args()
+    if args.phases:
+        print_phases()
+        return
     seconds, rounds = (1.0, 1) if args.quick else (6.0, 3)
     if args.device != "cpu":
         gpu_main(args, 2.5 if not args.quick else 0.5, 1)
