@@ -60,19 +60,28 @@ class _Spaces(gym.Env):
         return np.random.standard_normal(OBS).astype(np.float32), 0.0, False, False, {}
 
 
-def ours(num_critics: int, utd: int, actor_every_critic_step: bool, compile_mode: CompileMode, device: str = "cpu",
-         sb3_network: bool = False):
-    """`sb3_network`: SB3's MlpPolicy layers (ReLU, no LayerNorm) instead of the LayerNorm/tanh recipe."""
-    arch = {"layer_norm": False, "activation": "relu"} if sb3_network else {}
-    config = SACConfig(num_critics=num_critics, num_subsample=min(2, num_critics), batch_size=BATCH,
-                       utd_ratio=1 if actor_every_critic_step else utd, compile=compile_mode, **arch)
-    agent = SACAgent(OBS, ACT, config, torch.device(device))
+SB3_NETWORK = {"layer_norm": False, "activation": "relu"}
+"""SAC config fields that give our networks SB3's MlpPolicy layers (ReLU, no LayerNorm)."""
+
+
+def filled_sampler() -> MixedSampler:
+    """A sampler over 10 000 random transitions: the update is timed without an env in the loop."""
     buffer = ReplayBuffer(OBS, ACT, 20_000, seed=0)
     rng = np.random.default_rng(0)
     n = 10_000
     buffer.add_many(rng.normal(size=(n, OBS)), rng.uniform(-1, 1, (n, ACT)), rng.normal(size=n),
                     rng.normal(size=(n, OBS)), rng.uniform(size=n) < 0.01)
-    sampler = MixedSampler({"online": buffer}, {"online": 1.0}, seed=0)
+    return MixedSampler({"online": buffer}, {"online": 1.0}, seed=0)
+
+
+def ours(num_critics: int, utd: int, actor_every_critic_step: bool, compile_mode: CompileMode, device: str = "cpu",
+         sb3_network: bool = False):
+    """`sb3_network`: SB3's MlpPolicy layers (ReLU, no LayerNorm) instead of the LayerNorm/tanh recipe."""
+    config = SACConfig(num_critics=num_critics, num_subsample=min(2, num_critics), batch_size=BATCH,
+                       utd_ratio=1 if actor_every_critic_step else utd, compile=compile_mode,
+                       **(SB3_NETWORK if sb3_network else {}))
+    agent = SACAgent(OBS, ACT, config, torch.device(device))
+    sampler = filled_sampler()
 
     def step():  # one environment step's worth of learning: `utd` critic steps
         if actor_every_critic_step:
@@ -141,17 +150,50 @@ def sb3_image(batch: int, device: str = "cpu"):
     return lambda: model.train(gradient_steps=1, batch_size=batch)
 
 
-def image_rows(batch: int, seconds: float, rounds: int, device: str = "cpu") -> list[dict]:
-    if device == "cpu":
-        learners = {"ours": ours_image(batch), "sb3": sb3_image(batch)}
-    else:
-        learners = {"ours": ours_image(batch, device, CompileMode.CUDA_GRAPH), "sb3": sb3_image(batch, device)}
+def alternate(learners: dict, utd: int, seconds: float, rounds: int) -> dict[str, float]:
+    """Updates/s of each learner, timed in alternating rounds so load changes hit every learner alike."""
     totals = dict.fromkeys(learners, 0.0)
     for _ in range(rounds):
         for name, step in learners.items():
-            totals[name] += timed(step, 1, seconds) / rounds
+            totals[name] += timed(step, utd, seconds) / rounds
+    return totals
+
+
+def image_rows(batch: int, seconds: float, rounds: int, device: str = "cpu") -> list[dict]:
+    mode = CompileMode.NONE if device == "cpu" else CompileMode.CUDA_GRAPH
+    totals = alternate({"ours": ours_image(batch, device, mode), "sb3": sb3_image(batch, device)}, 1, seconds, rounds)
     return [{"cameras": 2, "image": IMAGE, "batch": batch, "ours_updates_per_s": totals["ours"],
              "sb3_updates_per_s": totals["sb3"], "ratio": totals["ours"] / totals["sb3"]}]
+
+
+Mode = tuple[str, bool, CompileMode, bool]
+"""(row name, actor step per critic step, compile mode, SB3's network) of our learner in a row."""
+
+
+def state_rows(modes: list[Mode], device: str, seconds: float, rounds: int) -> list[dict]:
+    """Rows for every (critics, UTD) configuration: each mode of our learner timed against SB3 SAC."""
+    rows = []
+    for num_critics, utd in ((2, 1), (2, 20), (10, 1), (10, 20)):
+        learners = {"sb3": sb3(num_critics, utd, device)}
+        learners |= {name: ours(num_critics, utd, every, mode, device, net) for name, every, mode, net in modes}
+        totals = alternate(learners, utd, seconds, rounds)
+        rows += [{"critics": num_critics, "utd": utd, "ours": name, "ours_updates_per_s": totals[name],
+                  "sb3_updates_per_s": totals["sb3"], "ratio": totals[name] / totals["sb3"]}
+                 for name in learners if name != "sb3"]
+    return rows
+
+
+def print_rows(title: str, rows: list[dict], images: list[dict]) -> None:
+    table = Table(title=title)
+    for col in ("critics", "UTD", "ours", "ours upd/s", "SB3 upd/s", "ratio"):
+        table.add_column(col, justify="right")
+    for r in rows:
+        table.add_row(str(r["critics"]), str(r["utd"]), r["ours"], f"{r['ours_updates_per_s']:.0f}",
+                      f"{r['sb3_updates_per_s']:.0f}", f"{r['ratio']:.2f}")
+    for r in images:
+        table.add_row(f"2 (images {IMAGE}x{IMAGE}, batch {r['batch']})", "1", "image", f"{r['ours_updates_per_s']:.2f}",
+                      f"{r['sb3_updates_per_s']:.2f}", f"{r['ratio']:.2f}")
+    Console().print(table)
 
 
 def timed(step, utd: int, seconds: float) -> float:
@@ -167,20 +209,20 @@ def timed(step, utd: int, seconds: float) -> float:
     return count / (time.perf_counter() - start)
 
 
+def _synchronize() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
 def phase_times(sb3_network: bool, updates: int = 300) -> dict[str, float]:
     """Milliseconds per update spent in each phase of our update (2 critics, UTD 1, batch 256, CPU): where
     the time goes, for the BENCHMARKS.md budget. The phases are the ones `SACAgent.update` runs, called one
     by one so each can be timed."""
     from robot.core.optim import polyak_update
 
-    arch = {"layer_norm": False, "activation": "relu"} if sb3_network else {}
-    agent = SACAgent(OBS, ACT, SACConfig(num_critics=2, num_subsample=2, batch_size=BATCH, **arch), torch.device("cpu"))
-    buffer = ReplayBuffer(OBS, ACT, 20_000, seed=0)
-    rng = np.random.default_rng(0)
-    n = 10_000
-    buffer.add_many(rng.normal(size=(n, OBS)), rng.uniform(-1, 1, (n, ACT)), rng.normal(size=n),
-                    rng.normal(size=(n, OBS)), rng.uniform(size=n) < 0.01)
-    sampler = MixedSampler({"online": buffer}, {"online": 1.0}, seed=0)
+    config = SACConfig(num_critics=2, num_subsample=2, batch_size=BATCH, **(SB3_NETWORK if sb3_network else {}))
+    agent = SACAgent(OBS, ACT, config, torch.device("cpu"))
+    sampler = filled_sampler()
     totals: dict[str, float] = {}
 
     def timed_phase(name: str, fn, *args):
@@ -215,54 +257,38 @@ def print_phases() -> None:
     Console().print(table)
 
 
-def _synchronize() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+def write_merged(summary: dict, keep, command: str | None, **figures) -> None:
+    """Write the results file with `summary` and `figures`, keeping the previous file's keys (summary and
+    figures alike) for which `keep(key)` holds; `command`: None keeps the previous run's command."""
+    path = RESULTS / "learner_throughput.json"
+    previous = json.loads(path.read_text()) if path.is_file() else {"summary": {}, "command": ""}
+    kept = {k: v for k, v in previous.items() if k not in ("summary", "command", "machine", "date") and keep(k)}
+    kept_summary = {k: v for k, v in previous["summary"].items() if keep(k)}
+    path = write_result("learner_throughput", {**kept_summary, **summary},
+                        previous["command"] if command is None else command, **{**kept, **figures})
+    print(f"wrote {path}")
+
+
+def this_command() -> str:
+    return "python -m benchmarks.learner_throughput " + " ".join(sys.argv[1:])
 
 
 def gpu_main(args: argparse.Namespace, seconds: float, rounds: int) -> None:
-    """State rows (eager and CUDA graph) and image rows on the GPU vs SB3 on the same GPU."""
-    device = args.device
-    rows = []
-    for num_critics, utd in ((2, 1), (2, 20), (10, 1), (10, 20)):
-        modes = [("equal", True, CompileMode.NONE), ("equal+graph", True, CompileMode.CUDA_GRAPH),
-                 ("rlpd+graph", False, CompileMode.CUDA_GRAPH)]
-        learners = {"sb3": sb3(num_critics, utd, device)}
-        learners |= {name: ours(num_critics, utd, every, mode, device) for name, every, mode in modes}
-        totals = dict.fromkeys(learners, 0.0)
-        for _ in range(rounds):
-            for name, step in learners.items():
-                totals[name] += timed(step, utd, seconds) / rounds
-        rows += [{"critics": num_critics, "utd": utd, "ours": name, "ours_updates_per_s": totals[name],
-                  "sb3_updates_per_s": totals["sb3"], "ratio": totals[name] / totals["sb3"]}
-                 for name in learners if name != "sb3"]
-        print(rows[-3:], flush=True)
-    images = image_rows(args.image_batch, 2 * seconds, rounds, device)
-    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else device
-    table = Table(title=f"learner updates/s (critic gradient steps), {gpu}, batch 256, 256-256 MLPs")
-    for col in ("critics", "UTD", "ours", "ours upd/s", "SB3 upd/s", "ratio"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(str(r["critics"]), str(r["utd"]), r["ours"], f"{r['ours_updates_per_s']:.0f}",
-                      f"{r['sb3_updates_per_s']:.0f}", f"{r['ratio']:.2f}")
-    for r in images:
-        table.add_row("2 (img)", "1", "image+graph", f"{r['ours_updates_per_s']:.1f}", f"{r['sb3_updates_per_s']:.1f}",
-                      f"{r['ratio']:.2f}")
-    Console().print(table)
+    """State rows (eager and CUDA graph) and image rows on the GPU vs SB3 on the same GPU, merged into the
+    results file beside the CPU rows."""
+    modes = [("equal", True, CompileMode.NONE, False), ("equal+graph", True, CompileMode.CUDA_GRAPH, False),
+             ("rlpd+graph", False, CompileMode.CUDA_GRAPH, False)]
+    rows = state_rows(modes, args.device, seconds, rounds)
+    images = image_rows(args.image_batch, 2 * seconds, rounds, args.device)
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else args.device
+    print_rows(f"learner updates/s (critic gradient steps), {gpu}, batch 256, 256-256 MLPs", rows, images)
     goal = next(r for r in rows if r["critics"] == 10 and r["utd"] == 20 and r["ours"] == "equal+graph")
     recipe = next(r for r in rows if r["critics"] == 10 and r["utd"] == 20 and r["ours"] == "rlpd+graph")
     summary = {"gpu_ratio_vs_sb3": goal["ratio"], "gpu_ratio_vs_sb3_rlpd_recipe": recipe["ratio"],
                "gpu_image_updates_per_s": images[0]["ours_updates_per_s"], "gpu_image_ratio_vs_sb3": images[0]["ratio"]}
-    if args.quick:
-        return
-    path = RESULTS / "learner_throughput.json"
-    previous = json.loads(path.read_text()) if path.is_file() else {"summary": {}, "command": ""}
-    extra = {k: v for k, v in previous.items() if k not in ("summary", "command", "machine", "date")}
-    command = "python -m benchmarks.learner_throughput " + " ".join(sys.argv[1:])
-    figures = {**extra, "gpu_rows": rows, "gpu_image_rows": images, "gpu_command": command,
-               "gpu_machine": machine(), "gpu_date": time.strftime("%Y-%m-%d")}
-    path = write_result("learner_throughput", {**previous["summary"], **summary}, previous["command"], **figures)
-    print(f"wrote {path}")
+    if not args.quick:
+        write_merged(summary, lambda key: True, None, gpu_rows=rows, gpu_image_rows=images,
+                     gpu_command=this_command(), gpu_machine=machine(), gpu_date=time.strftime("%Y-%m-%d"))
 
 
 def main() -> None:
@@ -279,71 +305,33 @@ def main() -> None:
     if args.phases:
         print_phases()
         return
-    seconds, rounds = (1.0, 1) if args.quick else (6.0, 3)
     if args.device != "cpu":
-        gpu_main(args, 2.5 if not args.quick else 0.5, 1)
+        gpu_main(args, 0.5 if args.quick else 2.5, 1)
         return
+    seconds, rounds = (1.0, 1) if args.quick else (6.0, 3)
     torch.manual_seed(0)
     images = image_rows(args.image_batch, 3 * seconds, rounds)
-    table = Table(title=f"image learner updates/s, CPU, 2 cameras {IMAGE}x{IMAGE}, batch {args.image_batch}, UTD 1")
-    for col in ("ours upd/s", "SB3 upd/s", "ratio"):
-        table.add_column(col, justify="right")
-    for r in images:
-        table.add_row(f"{r['ours_updates_per_s']:.2f}", f"{r['sb3_updates_per_s']:.2f}", f"{r['ratio']:.2f}")
-    Console().print(table)
     image_summary = {"cpu_image_updates_per_s": images[0]["ours_updates_per_s"],
                      "cpu_image_ratio_vs_sb3": images[0]["ratio"]}
-    command = "python -m benchmarks.learner_throughput " + " ".join(sys.argv[1:])
     if args.image_only:
+        print_rows("image learner updates/s, CPU, UTD 1", [], images)
         if not args.quick:
-            path = RESULTS / "learner_throughput.json"
-            previous = json.loads(path.read_text()) if path.is_file() else {"summary": {}}
-            extra = {k: v for k, v in previous.items() if k not in ("summary", "command", "machine", "date")}
-            path = write_result("learner_throughput", {**previous["summary"], **image_summary},
-                                previous.get("command", command), **{**extra, "image_rows": images,
-                                                                     "image_command": command})
-            print(f"wrote {path}")
+            write_merged(image_summary, lambda key: True, None, image_rows=images, image_command=this_command())
         return
-    rows = []
-    for num_critics in (2, 10):
-        for utd in (1, 20):
-            modes = [("equal", True, CompileMode.NONE, False), ("rlpd", False, CompileMode.NONE, False),
-                     ("equal, SB3 net", True, CompileMode.NONE, True)]
-            if args.compile:
-                modes.append(("equal+compile", True, CompileMode.COMPILE, False))
-            learners = {"sb3": sb3(num_critics, utd)}
-            learners |= {name: ours(num_critics, utd, every, mode, sb3_network=net) for name, every, mode, net in modes}
-            totals = dict.fromkeys(learners, 0.0)
-            for _ in range(rounds):  # alternate so load changes hit every learner alike
-                for name, step in learners.items():
-                    totals[name] += timed(step, utd, seconds) / rounds
-            for name in learners:
-                if name == "sb3":
-                    continue
-                rows.append({"critics": num_critics, "utd": utd, "ours": name, "ours_updates_per_s": totals[name],
-                             "sb3_updates_per_s": totals["sb3"], "ratio": totals[name] / totals["sb3"]})
-    table = Table(title="learner updates/s (critic gradient steps), CPU, batch 256, 256-256 MLPs")
-    for col in ("critics", "UTD", "ours", "ours upd/s", "SB3 upd/s", "ratio"):
-        table.add_column(col, justify="right")
-    for r in rows:
-        table.add_row(str(r["critics"]), str(r["utd"]), r["ours"], f"{r['ours_updates_per_s']:.0f}",
-                      f"{r['sb3_updates_per_s']:.0f}", f"{r['ratio']:.2f}")
-    Console().print(table)
-    equal = [r for r in rows if r["ours"] == "equal"]
-    summary = {"cpu_ratio_vs_sb3": min(r["ratio"] for r in equal),
+    modes = [("equal", True, CompileMode.NONE, False), ("rlpd", False, CompileMode.NONE, False),
+             ("equal, SB3 net", True, CompileMode.NONE, True)]
+    if args.compile:
+        modes.append(("equal+compile", True, CompileMode.COMPILE, False))
+    rows = state_rows(modes, "cpu", seconds, rounds)
+    print_rows("learner updates/s (critic gradient steps), CPU, batch 256, 256-256 MLPs", rows, images)
+    summary = {"cpu_ratio_vs_sb3": min(r["ratio"] for r in rows if r["ours"] == "equal"),
                "cpu_ratio_vs_sb3_rlpd_recipe": min(r["ratio"] for r in rows if r["ours"] == "rlpd"),
-               "cpu_ratio_vs_sb3_same_network": min(r["ratio"] for r in rows if r["ours"] == "equal, SB3 net")}
+               "cpu_ratio_vs_sb3_same_network": min(r["ratio"] for r in rows if r["ours"] == "equal, SB3 net"),
+               **image_summary}
     if args.compile:
         summary["cpu_ratio_vs_sb3_compiled"] = min(r["ratio"] for r in rows if r["ours"] == "equal+compile")
-    summary |= image_summary
-    if not args.quick:
-        path = RESULTS / "learner_throughput.json"
-        previous = json.loads(path.read_text()) if path.is_file() else {"summary": {}}
-        gpu = {k: v for k, v in previous.items() if k.startswith("gpu_")}  # a GPU run's rows stay
-        summary |= {k: v for k, v in previous["summary"].items() if k.startswith("gpu_")}
-        path = write_result("learner_throughput", summary, "python -m benchmarks.learner_throughput "
-                            + " ".join(sys.argv[1:]), rows=rows, image_rows=images, **gpu)
-        print(f"wrote {path}")
+    if not args.quick:  # a new CPU run replaces the CPU figures; a GPU run's rows stay
+        write_merged(summary, lambda key: key.startswith("gpu_"), this_command(), rows=rows, image_rows=images)
 
 
 if __name__ == "__main__":
