@@ -246,6 +246,29 @@ def phase_times(sb3_network: bool, updates: int = 300) -> dict[str, float]:
     return {name: 1e3 * total / updates for name, total in totals.items()}
 
 
+GEMM_OPS = ("aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm")
+
+
+def matmul_share(sb3_network: bool, updates: int = 50) -> tuple[float, float, float]:
+    """(ms per update in matrix products, ms per update in all ops, ops per update) of our update, from the
+    torch profiler's self CPU times (top-level ATen ops only are counted as ops)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    config = SACConfig(num_critics=2, num_subsample=2, batch_size=BATCH, **(SB3_NETWORK if sb3_network else {}))
+    agent = SACAgent(OBS, ACT, config, torch.device("cpu"))
+    sampler = filled_sampler()
+    for _ in range(20):
+        agent.update(sampler.sample(BATCH, 1))
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(updates):
+            agent.update(sampler.sample(BATCH, 1))
+    events = prof.key_averages()
+    gemm = sum(e.self_cpu_time_total for e in events if e.key in GEMM_OPS)
+    total = sum(e.self_cpu_time_total for e in events)
+    calls = sum(e.count for e in events if e.key.startswith("aten::"))
+    return gemm / 1e3 / updates, total / 1e3 / updates, calls / updates
+
+
 def print_phases() -> None:
     recipe, sb3_net = phase_times(False), phase_times(True)
     table = Table(title="ms per update by phase, ours, 2 critics, UTD 1, batch 256, CPU")
@@ -254,6 +277,9 @@ def print_phases() -> None:
     for name in recipe:
         table.add_row(name, f"{recipe[name]:.2f}", f"{sb3_net[name]:.2f}")
     table.add_row("total", f"{sum(recipe.values()):.2f}", f"{sum(sb3_net.values()):.2f}")
+    shares = [matmul_share(False), matmul_share(True)]
+    table.add_row("profiler: matrix products", *(f"{g:.2f} of {t:.2f}" for g, t, _ in shares))
+    table.add_row("profiler: ATen op calls", *(f"{c:.0f}" for _, _, c in shares))
     Console().print(table)
 
 
