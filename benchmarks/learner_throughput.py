@@ -7,7 +7,11 @@ environment in the loop. "Updates" are critic gradient steps. Rows:
   the same work, the configuration the goal is stated for;
 - "rlpd": ours as the recipe runs it (UTD critic steps, then one actor and temperature step);
 - "equal, SB3 net": "equal" with SB3's MlpPolicy layers (ReLU, no LayerNorm) instead of the recipe's
-  LayerNorm + tanh: the same work on the same networks, so the ratio isolates the implementation.
+  LayerNorm + tanh: the same work on the same networks, so the ratio isolates the implementation;
+- "equal, autograd": "equal" with `SACConfig.backward = autograd`, the update before the hand-derived
+  backward passes (policies/sac_backprop.py) that every other CPU row uses.
+Both learners share the process and its allocator settings: `retain_freed_memory()` (what `robot train`
+sets) is applied once before any timing.
 Measurements alternate between the two learners in rounds so background load hits both alike.
 
 On a GPU (`--device cuda`) both learners run there, and ours adds "+graph" rows: the whole update (all
@@ -43,6 +47,7 @@ from benchmarks.common import RESULTS, machine, write_result
 from data.replay_buffer import MixedSampler, ReplayBuffer
 from policies.sac import SACAgent, SACConfig
 from robot.core.compile import CompileMode
+from robot.core.device import retain_freed_memory
 
 OBS, ACT, BATCH = 21, 4, 256
 
@@ -75,10 +80,10 @@ def filled_sampler() -> MixedSampler:
 
 
 def ours(num_critics: int, utd: int, actor_every_critic_step: bool, compile_mode: CompileMode, device: str = "cpu",
-         sb3_network: bool = False):
+         sb3_network: bool = False, backward: str = "auto"):
     """`sb3_network`: SB3's MlpPolicy layers (ReLU, no LayerNorm) instead of the LayerNorm/tanh recipe."""
     config = SACConfig(num_critics=num_critics, num_subsample=min(2, num_critics), batch_size=BATCH,
-                       utd_ratio=1 if actor_every_critic_step else utd, compile=compile_mode,
+                       utd_ratio=1 if actor_every_critic_step else utd, compile=compile_mode, backward=backward,
                        **(SB3_NETWORK if sb3_network else {}))
     agent = SACAgent(OBS, ACT, config, torch.device(device))
     sampler = filled_sampler()
@@ -166,8 +171,8 @@ def image_rows(batch: int, seconds: float, rounds: int, device: str = "cpu") -> 
              "sb3_updates_per_s": totals["sb3"], "ratio": totals["ours"] / totals["sb3"]}]
 
 
-Mode = tuple[str, bool, CompileMode, bool]
-"""(row name, actor step per critic step, compile mode, SB3's network) of our learner in a row."""
+Mode = tuple[str, bool, CompileMode, bool, str]
+"""(row name, actor step per critic step, compile mode, SB3's network, backward) of our learner in a row."""
 
 
 def state_rows(modes: list[Mode], device: str, seconds: float, rounds: int) -> list[dict]:
@@ -175,7 +180,8 @@ def state_rows(modes: list[Mode], device: str, seconds: float, rounds: int) -> l
     rows = []
     for num_critics, utd in ((2, 1), (2, 20), (10, 1), (10, 20)):
         learners = {"sb3": sb3(num_critics, utd, device)}
-        learners |= {name: ours(num_critics, utd, every, mode, device, net) for name, every, mode, net in modes}
+        learners |= {name: ours(num_critics, utd, every, mode, device, net, backward)
+                     for name, every, mode, net, backward in modes}
         totals = alternate(learners, utd, seconds, rounds)
         rows += [{"critics": num_critics, "utd": utd, "ours": name, "ours_updates_per_s": totals[name],
                   "sb3_updates_per_s": totals["sb3"], "ratio": totals[name] / totals["sb3"]}
@@ -220,7 +226,8 @@ def phase_times(sb3_network: bool, updates: int = 300) -> dict[str, float]:
     by one so each can be timed."""
     from robot.core.optim import polyak_update
 
-    config = SACConfig(num_critics=2, num_subsample=2, batch_size=BATCH, **(SB3_NETWORK if sb3_network else {}))
+    config = SACConfig(num_critics=2, num_subsample=2, batch_size=BATCH, backward="autograd",
+                       **(SB3_NETWORK if sb3_network else {}))
     agent = SACAgent(OBS, ACT, config, torch.device("cpu"))
     sampler = filled_sampler()
     totals: dict[str, float] = {}
@@ -238,7 +245,7 @@ def phase_times(sb3_network: bool, updates: int = 300) -> dict[str, float]:
         loss, _ = timed_phase("critic forward (with target)", agent.critic_loss, batch, None)
         timed_phase("critic backward", loss.backward)
         timed_phase("critic Adam", agent.critic_updater.step)
-        timed_phase("Polyak", polyak_update, agent._target_params, agent._critic_params, agent.config.tau)
+        timed_phase("Polyak", polyak_update, agent.target_params, agent.critic_params, agent.config.tau)
         actor_loss, log_prob = timed_phase("actor forward", agent.actor_loss, batch)
         timed_phase("actor backward", actor_loss.backward)
         timed_phase("actor Adam", agent.actor_updater.step)
@@ -249,12 +256,13 @@ def phase_times(sb3_network: bool, updates: int = 300) -> dict[str, float]:
 GEMM_OPS = ("aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm")
 
 
-def matmul_share(sb3_network: bool, updates: int = 50) -> tuple[float, float, float]:
+def matmul_share(sb3_network: bool, backward: str, updates: int = 50) -> tuple[float, float, float]:
     """(ms per update in matrix products, ms per update in all ops, ops per update) of our update, from the
     torch profiler's self CPU times (top-level ATen ops only are counted as ops)."""
     from torch.profiler import ProfilerActivity, profile
 
-    config = SACConfig(num_critics=2, num_subsample=2, batch_size=BATCH, **(SB3_NETWORK if sb3_network else {}))
+    config = SACConfig(num_critics=2, num_subsample=2, batch_size=BATCH, backward=backward,
+                       **(SB3_NETWORK if sb3_network else {}))
     agent = SACAgent(OBS, ACT, config, torch.device("cpu"))
     sampler = filled_sampler()
     for _ in range(20):
@@ -271,15 +279,16 @@ def matmul_share(sb3_network: bool, updates: int = 50) -> tuple[float, float, fl
 
 def print_phases() -> None:
     recipe, sb3_net = phase_times(False), phase_times(True)
-    table = Table(title="ms per update by phase, ours, 2 critics, UTD 1, batch 256, CPU")
+    table = Table(title="ms per update by phase, ours with backward=autograd, 2 critics, UTD 1, batch 256, CPU")
     for col in ("phase", "recipe (LayerNorm + tanh)", "SB3 net (ReLU)"):
         table.add_column(col, justify="right")
     for name in recipe:
         table.add_row(name, f"{recipe[name]:.2f}", f"{sb3_net[name]:.2f}")
     table.add_row("total", f"{sum(recipe.values()):.2f}", f"{sum(sb3_net.values()):.2f}")
-    shares = [matmul_share(False), matmul_share(True)]
-    table.add_row("profiler: matrix products", *(f"{g:.2f} of {t:.2f}" for g, t, _ in shares))
-    table.add_row("profiler: ATen op calls", *(f"{c:.0f}" for _, _, c in shares))
+    for backward in ("autograd", "explicit"):
+        shares = [matmul_share(False, backward), matmul_share(True, backward)]
+        table.add_row(f"{backward}: profiler matrix products", *(f"{g:.2f} of {t:.2f}" for g, t, _ in shares))
+        table.add_row(f"{backward}: profiler ATen op calls", *(f"{c:.0f}" for _, _, c in shares))
     Console().print(table)
 
 
@@ -302,8 +311,9 @@ def this_command() -> str:
 def gpu_main(args: argparse.Namespace, seconds: float, rounds: int) -> None:
     """State rows (eager and CUDA graph) and image rows on the GPU vs SB3 on the same GPU, merged into the
     results file beside the CPU rows."""
-    modes = [("equal", True, CompileMode.NONE, False), ("equal+graph", True, CompileMode.CUDA_GRAPH, False),
-             ("rlpd+graph", False, CompileMode.CUDA_GRAPH, False)]
+    modes = [("equal", True, CompileMode.NONE, False, "autograd"),
+             ("equal+graph", True, CompileMode.CUDA_GRAPH, False, "auto"),
+             ("rlpd+graph", False, CompileMode.CUDA_GRAPH, False, "auto")]
     rows = state_rows(modes, args.device, seconds, rounds)
     images = image_rows(args.image_batch, 2 * seconds, rounds, args.device)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else args.device
@@ -328,6 +338,7 @@ def main() -> None:
     parser.add_argument("--phases", action="store_true",
                         help="only print where our update's time goes, phase by phase (CPU, 2 critics, UTD 1)")
     args = parser.parse_args()
+    retain_freed_memory()  # as `robot train` does; process-wide, so SB3 runs with it too
     if args.phases:
         print_phases()
         return
@@ -344,15 +355,17 @@ def main() -> None:
         if not args.quick:
             write_merged(image_summary, lambda key: True, None, image_rows=images, image_command=this_command())
         return
-    modes = [("equal", True, CompileMode.NONE, False), ("rlpd", False, CompileMode.NONE, False),
-             ("equal, SB3 net", True, CompileMode.NONE, True)]
+    modes = [("equal", True, CompileMode.NONE, False, "auto"), ("rlpd", False, CompileMode.NONE, False, "auto"),
+             ("equal, SB3 net", True, CompileMode.NONE, True, "auto"),
+             ("equal, autograd", True, CompileMode.NONE, False, "autograd")]
     if args.compile:
-        modes.append(("equal+compile", True, CompileMode.COMPILE, False))
+        modes.append(("equal+compile", True, CompileMode.COMPILE, False, "auto"))
     rows = state_rows(modes, "cpu", seconds, rounds)
     print_rows("learner updates/s (critic gradient steps), CPU, batch 256, 256-256 MLPs", rows, images)
     summary = {"cpu_ratio_vs_sb3": min(r["ratio"] for r in rows if r["ours"] == "equal"),
                "cpu_ratio_vs_sb3_rlpd_recipe": min(r["ratio"] for r in rows if r["ours"] == "rlpd"),
                "cpu_ratio_vs_sb3_same_network": min(r["ratio"] for r in rows if r["ours"] == "equal, SB3 net"),
+               "cpu_ratio_vs_sb3_autograd": min(r["ratio"] for r in rows if r["ours"] == "equal, autograd"),
                **image_summary}
     if args.compile:
         summary["cpu_ratio_vs_sb3_compiled"] = min(r["ratio"] for r in rows if r["ours"] == "equal+compile")

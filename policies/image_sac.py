@@ -88,6 +88,8 @@ def obs_spec_of(space) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
 class ImageSACAgent(SACAgent):
     """SAC on observation dicts of uint8 camera images and proprio vectors."""
 
+    explicit_backward_ok = False  # the critic loss also trains the encoder (and the grasp critic): autograd
+
     def __init__(
         self,
         obs_spec: ObsSpec,

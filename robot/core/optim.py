@@ -67,6 +67,7 @@ class Updater:
             raise ValueError("Updater: got no trainable parameters")
         self.config = config
         self.optimizer = _adam(self.params, config)
+        self._fused_state: tuple[list[torch.Tensor], ...] | None = None  # see `_direct_fused_step`
         self.scheduler = None
         if config.warmup_steps > 0:
             warmup = config.warmup_steps
@@ -83,8 +84,11 @@ class Updater:
         grad_norm = None
         if self.config.grad_clip_norm > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip_norm, foreach=True)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if not self._direct_fused_step():
+            self.optimizer.step()
+            self._fused_state = _fused_cpu_state(self.optimizer, self.params)
+        for p in self.params:  # zero_grad(set_to_none=True) for our one parameter group, without its overhead
+            p.grad = None
         if self.scheduler is not None:
             self.scheduler.step()
         return grad_norm
@@ -100,10 +104,39 @@ class Updater:
             state["scheduler"] = self.scheduler.state_dict()
         return state
 
+    def _direct_fused_step(self) -> bool:
+        """The fused AdamW kernel called directly on the optimizer's own state: the kernel and the numbers of
+        `optimizer.step()`, without its Python (hooks, lazy state, grouping by device: ~60 us a call, a tenth
+        of a small SAC update on a CPU). Only for CPU parameter sets whose state exists and whose gradients
+        are all present; False sends the step through `optimizer.step()`."""
+        if self._fused_state is None or any(p.grad is None for p in self.params):
+            return False
+        exp_avgs, exp_avg_sqs, steps = self._fused_state
+        group = self.optimizer.param_groups[0]
+        beta1, beta2 = group["betas"]
+        torch._foreach_add_(steps, 1)
+        torch._fused_adamw_(self.params, [p.grad for p in self.params], exp_avgs, exp_avg_sqs, [], steps,
+                            lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
+                            eps=group["eps"], amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
+        return True
+
     def load_state_dict(self, state: dict) -> None:
+        self._fused_state = None  # the loaded state tensors replace the cached ones
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and "scheduler" in state:
             self.scheduler.load_state_dict(state["scheduler"])
+
+
+def _fused_cpu_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> tuple[list, list, list] | None:
+    """(exp_avg, exp_avg_sq, step) tensors of a fused CPU AdamW over one group of `params` whose state
+    exists; None where the direct kernel call does not apply (another device, amsgrad, an older torch)."""
+    group = optimizer.param_groups[0]
+    if (len(optimizer.param_groups) != 1 or not group.get("fused") or group.get("amsgrad") or group.get("maximize")
+            or not hasattr(torch, "_fused_adamw_") or any(p.device.type != "cpu" or p not in optimizer.state
+                                                           for p in params)):
+        return None
+    states = [optimizer.state[p] for p in params]
+    return [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [s["step"] for s in states]
 
 
 @torch.no_grad()
