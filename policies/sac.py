@@ -68,7 +68,7 @@ class SACConfig:
     """Opt-in compiled update step: 'compile' (torch.compile) or 'cuda-graph' (GPU only)."""
     backward: str = "auto"
     """How gradients are computed: 'explicit' (hand-derived backward passes, policies/sac_backprop.py: the
-    same update without an autograd graph, 1.2-1.5x faster on a CPU), 'autograd', or 'auto': explicit for
+    same update without an autograd graph, 1.1-1.2x the updates/s on a CPU), 'autograd', or 'auto': explicit for
     state-observation agents on a CPU when `compile` is 'none', autograd otherwise (pixel agents, compiled
     steps, GPUs, where CUDA graphs are the fast path and explicit is not yet measured)."""
 
