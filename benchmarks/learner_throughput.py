@@ -10,8 +10,6 @@ environment in the loop. "Updates" are critic gradient steps. Rows:
   LayerNorm + tanh: the same work on the same networks, so the ratio isolates the implementation;
 - "equal, autograd": "equal" with `SACConfig.backward = autograd`, the update before the hand-derived
   backward passes (policies/sac_backprop.py) that every other CPU row uses.
-Both learners share the process and its allocator settings: `retain_freed_memory()` (what `robot train`
-sets) is applied once before any timing.
 Measurements alternate between the two learners in rounds so background load hits both alike.
 
 On a GPU (`--device cuda`) both learners run there, and ours adds "+graph" rows: the whole update (all
@@ -47,7 +45,6 @@ from benchmarks.common import RESULTS, machine, write_result
 from data.replay_buffer import MixedSampler, ReplayBuffer
 from policies.sac import SACAgent, SACConfig
 from robot.core.compile import CompileMode
-from robot.core.device import retain_freed_memory
 
 OBS, ACT, BATCH = 21, 4, 256
 
@@ -278,6 +275,18 @@ def matmul_share(sb3_network: bool, backward: str, updates: int = 50) -> tuple[f
 
 
 def print_phases() -> None:
+    per_update = Table(title="per update, 2 critics, UTD 1, batch 256, CPU (standalone: one learner at a time)")
+    for col in ("learner", "network", "ms / update", "profiler: matrix products ms of op ms", "profiler: ATen calls"):
+        per_update.add_column(col, justify="right")
+    for backward in ("autograd", "explicit"):
+        for sb3_network, network in ((False, "recipe"), (True, "SB3 net")):
+            step = ours(2, 1, True, CompileMode.NONE, sb3_network=sb3_network, backward=backward)
+            gemm, total, calls = matmul_share(sb3_network, backward)
+            per_update.add_row(f"ours, {backward}", network, f"{ms_per_call(step):.2f}", f"{gemm:.2f} of {total:.2f}",
+                               f"{calls:.0f}")
+    per_update.add_row("SB3", "SB3 net", f"{ms_per_call(sb3(2, 1)):.2f}", "", "")
+    Console().print(per_update)
+
     recipe, sb3_net = phase_times(False), phase_times(True)
     table = Table(title="ms per update by phase, ours with backward=autograd, 2 critics, UTD 1, batch 256, CPU")
     for col in ("phase", "recipe (LayerNorm + tanh)", "SB3 net (ReLU)"):
@@ -285,11 +294,17 @@ def print_phases() -> None:
     for name in recipe:
         table.add_row(name, f"{recipe[name]:.2f}", f"{sb3_net[name]:.2f}")
     table.add_row("total", f"{sum(recipe.values()):.2f}", f"{sum(sb3_net.values()):.2f}")
-    for backward in ("autograd", "explicit"):
-        shares = [matmul_share(False, backward), matmul_share(True, backward)]
-        table.add_row(f"{backward}: profiler matrix products", *(f"{g:.2f} of {t:.2f}" for g, t, _ in shares))
-        table.add_row(f"{backward}: profiler ATen op calls", *(f"{c:.0f}" for _, _, c in shares))
     Console().print(table)
+
+
+def ms_per_call(step, calls: int = 300) -> float:
+    """Milliseconds per call of `step`, after a warm-up."""
+    for _ in range(30):
+        step()
+    start = time.perf_counter()
+    for _ in range(calls):
+        step()
+    return 1e3 * (time.perf_counter() - start) / calls
 
 
 def write_merged(summary: dict, keep, command: str | None, **figures) -> None:
@@ -338,7 +353,6 @@ def main() -> None:
     parser.add_argument("--phases", action="store_true",
                         help="only print where our update's time goes, phase by phase (CPU, 2 critics, UTD 1)")
     args = parser.parse_args()
-    retain_freed_memory()  # as `robot train` does; process-wide, so SB3 runs with it too
     if args.phases:
         print_phases()
         return

@@ -36,7 +36,7 @@ from robot.core.checkpoint import (
     prune_checkpoints,
     save_state,
 )
-from robot.core.device import resolve_device, retain_freed_memory
+from robot.core.device import resolve_device
 from robot.core.metrics import MeanAggregator, MetricsWriter
 from robot.core.seeding import get_rng_state, seed_everything, set_rng_state
 from robot.demos import episode_seed, run_episode
@@ -224,7 +224,6 @@ class Trainer:
                              f"trainer; start that runtime with: python -m robot.runtime.{command} {run_dir}")
         self.reporter = reporter or SilentReporter()
         self.device = resolve_device(config.device)
-        retain_freed_memory()  # no page faults on every update's activation buffers (robot/core/device.py)
         seed_everything(config.seed)
         self.env = make_env(config.task, config.env, config.robot_server, config.robot_token_file)
         self.interventions: InterventionWrapper | None = None

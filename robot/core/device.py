@@ -31,29 +31,3 @@ def autocast(device: torch.device, bf16: bool = True) -> contextlib.AbstractCont
         return torch.autocast(device_type="cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
-
-M_TRIM_THRESHOLD, M_TOP_PAD, M_MMAP_THRESHOLD = -1, -2, -3  # mallopt parameters (glibc malloc.h)
-RETAINED_BYTES = 64 << 20
-
-
-def retain_freed_memory() -> bool:
-    """Let glibc malloc keep freed tensor memory in the process instead of handing it back to the kernel.
-
-    Why: a CPU learner step allocates and frees the same few hundred-KB activation buffers every update.
-    With glibc's defaults, buffers above the mmap threshold, and the top of each thread's heap, go back
-    to the kernel when freed, and the next update takes a page fault for every 4 KB it touches again:
-    measured 500-1,600 faults and ~1-2 ms of kernel time per 2-critic SAC update, a quarter of the update.
-    Raising the mmap and trim thresholds to 64 MiB keeps that memory mapped (the process holds at most
-    that much more). Process-wide, so `robot train` calls it once at start; a no-op returning False off
-    glibc (macOS, Windows, musl).
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    try:
-        libc = ctypes.CDLL(name or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
-    return all(mallopt(param, RETAINED_BYTES) == 1 for param in (M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, M_TOP_PAD))

@@ -67,7 +67,8 @@ class Updater:
             raise ValueError("Updater: got no trainable parameters")
         self.config = config
         self.optimizer = _adam(self.params, config)
-        self._fused_state: tuple[list[torch.Tensor], ...] | None = None  # see `_direct_fused_step`
+        self._direct = _direct_fused_applies(self.optimizer, self.params)  # see `_direct_fused_step`
+        self._fused_state: tuple[list[torch.Tensor], ...] | None = None  # its state tensors, once they exist
         self.scheduler = None
         if config.warmup_steps > 0:
             warmup = config.warmup_steps
@@ -86,7 +87,9 @@ class Updater:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip_norm, foreach=True)
         if not self._direct_fused_step():
             self.optimizer.step()
-            self._fused_state = _fused_cpu_state(self.optimizer, self.params)
+            if self._direct and all(p in self.optimizer.state for p in self.params):
+                states = [self.optimizer.state[p] for p in self.params]
+                self._fused_state = tuple([s[k] for s in states] for k in ("exp_avg", "exp_avg_sq", "step"))
         for p in self.params:  # zero_grad(set_to_none=True) for our one parameter group, without its overhead
             p.grad = None
         if self.scheduler is not None:
@@ -127,16 +130,14 @@ class Updater:
             self.scheduler.load_state_dict(state["scheduler"])
 
 
-def _fused_cpu_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> tuple[list, list, list] | None:
-    """(exp_avg, exp_avg_sq, step) tensors of a fused CPU AdamW over one group of `params` whose state
-    exists; None where the direct kernel call does not apply (another device, amsgrad, an older torch)."""
+def _direct_fused_applies(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> bool:
+    """Whether `Updater._direct_fused_step` may replace `optimizer.step()`: one group of CPU parameters under
+    the fused AdamW kernel (not on other devices, where CUDA graphs are the fast path; not with amsgrad or
+    maximize; not on a torch without the kernel)."""
     group = optimizer.param_groups[0]
-    if (len(optimizer.param_groups) != 1 or not group.get("fused") or group.get("amsgrad") or group.get("maximize")
-            or not hasattr(torch, "_fused_adamw_") or any(p.device.type != "cpu" or p not in optimizer.state
-                                                           for p in params)):
-        return None
-    states = [optimizer.state[p] for p in params]
-    return [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [s["step"] for s in states]
+    return (len(optimizer.param_groups) == 1 and bool(group.get("fused")) and not group.get("amsgrad")
+            and not group.get("maximize") and hasattr(torch, "_fused_adamw_")
+            and all(p.device.type == "cpu" for p in params))
 
 
 @torch.no_grad()
