@@ -26,6 +26,11 @@ full update (critic + actor + temperature) per count.
     python -m benchmarks.learner_throughput [--quick] [--compile] [--image_only]
     python -m benchmarks.learner_throughput --device cuda --image_batch 256
     python -m benchmarks.learner_throughput --phases
+    python -m benchmarks.learner_throughput --default_malloc   # prints only: the allocator's share
+
+Both learners share the process and its allocator setting: `retain_freed_memory()`, what `robot train`
+sets, is applied once before any timing; `--default_malloc` leaves glibc's defaults (the "page faults"
+column shows what that costs) and writes no results.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from benchmarks.common import RESULTS, machine, write_result
 from data.replay_buffer import MixedSampler, ReplayBuffer
 from policies.sac import SACAgent, SACConfig
 from robot.core.compile import CompileMode
+from robot.core.device import retain_freed_memory
 
 OBS, ACT, BATCH = 21, 4, 256
 
@@ -152,18 +158,22 @@ def sb3_image(batch: int, device: str = "cpu"):
     return lambda: model.train(gradient_steps=1, batch_size=batch)
 
 
-def alternate(learners: dict, utd: int, seconds: float, rounds: int) -> dict[str, float]:
-    """Updates/s of each learner, timed in alternating rounds so load changes hit every learner alike."""
-    totals = dict.fromkeys(learners, 0.0)
+def alternate(learners: dict, utd: int, seconds: float, rounds: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Updates/s and minor page faults per update of each learner, timed in alternating rounds so load
+    changes hit every learner alike."""
+    rates, faults = dict.fromkeys(learners, 0.0), dict.fromkeys(learners, 0.0)
     for _ in range(rounds):
         for name, step in learners.items():
-            totals[name] += timed(step, utd, seconds) / rounds
-    return totals
+            rate, faults_per_update = timed(step, utd, seconds)
+            rates[name] += rate / rounds
+            faults[name] += faults_per_update / rounds
+    return rates, faults
 
 
 def image_rows(batch: int, seconds: float, rounds: int, device: str = "cpu") -> list[dict]:
     mode = CompileMode.NONE if device == "cpu" else CompileMode.CUDA_GRAPH
-    totals = alternate({"ours": ours_image(batch, device, mode), "sb3": sb3_image(batch, device)}, 1, seconds, rounds)
+    totals, _ = alternate({"ours": ours_image(batch, device, mode), "sb3": sb3_image(batch, device)}, 1, seconds,
+                          rounds)
     return [{"cameras": 2, "image": IMAGE, "batch": batch, "ours_updates_per_s": totals["ours"],
              "sb3_updates_per_s": totals["sb3"], "ratio": totals["ours"] / totals["sb3"]}]
 
@@ -179,37 +189,42 @@ def state_rows(modes: list[Mode], device: str, seconds: float, rounds: int) -> l
         learners = {"sb3": sb3(num_critics, utd, device)}
         learners |= {name: ours(num_critics, utd, every, mode, device, net, backward)
                      for name, every, mode, net, backward in modes}
-        totals = alternate(learners, utd, seconds, rounds)
+        totals, faults = alternate(learners, utd, seconds, rounds)
         rows += [{"critics": num_critics, "utd": utd, "ours": name, "ours_updates_per_s": totals[name],
-                  "sb3_updates_per_s": totals["sb3"], "ratio": totals[name] / totals["sb3"]}
+                  "sb3_updates_per_s": totals["sb3"], "ratio": totals[name] / totals["sb3"],
+                  "ours_page_faults_per_update": faults[name], "sb3_page_faults_per_update": faults["sb3"]}
                  for name in learners if name != "sb3"]
     return rows
 
 
 def print_rows(title: str, rows: list[dict], images: list[dict]) -> None:
     table = Table(title=title)
-    for col in ("critics", "UTD", "ours", "ours upd/s", "SB3 upd/s", "ratio"):
+    for col in ("critics", "UTD", "ours", "ours upd/s", "SB3 upd/s", "ratio", "page faults/upd ours, SB3"):
         table.add_column(col, justify="right")
     for r in rows:
         table.add_row(str(r["critics"]), str(r["utd"]), r["ours"], f"{r['ours_updates_per_s']:.0f}",
-                      f"{r['sb3_updates_per_s']:.0f}", f"{r['ratio']:.2f}")
+                      f"{r['sb3_updates_per_s']:.0f}", f"{r['ratio']:.2f}",
+                      f"{r['ours_page_faults_per_update']:.0f}, {r['sb3_page_faults_per_update']:.0f}")
     for r in images:
         table.add_row(f"2 (images {IMAGE}x{IMAGE}, batch {r['batch']})", "1", "image", f"{r['ours_updates_per_s']:.2f}",
                       f"{r['sb3_updates_per_s']:.2f}", f"{r['ratio']:.2f}")
     Console().print(table)
 
 
-def timed(step, utd: int, seconds: float) -> float:
-    """Critic updates per second of `step` over about `seconds`."""
+def timed(step, utd: int, seconds: float) -> tuple[float, float]:
+    """(critic updates per second, minor page faults per critic update) of `step` over about `seconds`."""
+    import resource
+
     for _ in range(3):  # warm-up (compilation; a CUDA graph's eager run and capture)
         step()
     _synchronize()
-    count, start = 0, time.perf_counter()
+    count, start, faults = 0, time.perf_counter(), resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     while time.perf_counter() - start < seconds:
         step()
         count += utd
     _synchronize()  # GPU work is asynchronous: count it only once it has run
-    return count / (time.perf_counter() - start)
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+    return count / (time.perf_counter() - start), faults / count
 
 
 def _synchronize() -> None:
@@ -253,12 +268,12 @@ def phase_times(sb3_network: bool, updates: int = 300) -> dict[str, float]:
 GEMM_OPS = ("aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm")
 
 
-def matmul_share(sb3_network: bool, backward: str, updates: int = 50) -> tuple[float, float, float]:
+def matmul_share(num_critics: int, sb3_network: bool, backward: str, updates: int = 50) -> tuple[float, float, float]:
     """(ms per update in matrix products, ms per update in all ops, ops per update) of our update, from the
     torch profiler's self CPU times (top-level ATen ops only are counted as ops)."""
     from torch.profiler import ProfilerActivity, profile
 
-    config = SACConfig(num_critics=2, num_subsample=2, batch_size=BATCH, backward=backward,
+    config = SACConfig(num_critics=num_critics, num_subsample=2, batch_size=BATCH, backward=backward,
                        **(SB3_NETWORK if sb3_network else {}))
     agent = SACAgent(OBS, ACT, config, torch.device("cpu"))
     sampler = filled_sampler()
@@ -275,16 +290,20 @@ def matmul_share(sb3_network: bool, backward: str, updates: int = 50) -> tuple[f
 
 
 def print_phases() -> None:
-    per_update = Table(title="per update, 2 critics, UTD 1, batch 256, CPU (standalone: one learner at a time)")
-    for col in ("learner", "network", "ms / update", "profiler: matrix products ms of op ms", "profiler: ATen calls"):
+    per_update = Table(title="per update, UTD 1, batch 256, CPU (standalone: one learner at a time)")
+    for col in ("critics", "learner", "network", "ms / update", "page faults / update",
+                "profiler: matrix products ms of op ms", "profiler: ATen calls"):
         per_update.add_column(col, justify="right")
-    for backward in ("autograd", "explicit"):
-        for sb3_network, network in ((False, "recipe"), (True, "SB3 net")):
-            step = ours(2, 1, True, CompileMode.NONE, sb3_network=sb3_network, backward=backward)
-            gemm, total, calls = matmul_share(sb3_network, backward)
-            per_update.add_row(f"ours, {backward}", network, f"{ms_per_call(step):.2f}", f"{gemm:.2f} of {total:.2f}",
-                               f"{calls:.0f}")
-    per_update.add_row("SB3", "SB3 net", f"{ms_per_call(sb3(2, 1)):.2f}", "", "")
+    for critics in (2, 10):
+        sb3_step = sb3(critics, 1)  # built first, as in the throughput rows: its allocations come before ours
+        for backward in ("autograd", "explicit"):
+            for sb3_network, network in ((False, "recipe"), (True, "SB3 net")):
+                step = ours(critics, 1, True, CompileMode.NONE, sb3_network=sb3_network, backward=backward)
+                gemm, total, calls = matmul_share(critics, sb3_network, backward)
+                per_update.add_row(str(critics), f"ours, {backward}", network,
+                                   *(f"{v:.2f}" for v in ms_and_faults(step)), f"{gemm:.2f} of {total:.2f}",
+                                   f"{calls:.0f}")
+        per_update.add_row(str(critics), "SB3", "SB3 net", *(f"{v:.2f}" for v in ms_and_faults(sb3_step)))
     Console().print(per_update)
 
     recipe, sb3_net = phase_times(False), phase_times(True)
@@ -297,14 +316,17 @@ def print_phases() -> None:
     Console().print(table)
 
 
-def ms_per_call(step, calls: int = 300) -> float:
-    """Milliseconds per call of `step`, after a warm-up."""
-    for _ in range(30):
+def ms_and_faults(step, calls: int = 200) -> tuple[float, float]:
+    """(milliseconds, minor page faults) per call of `step`, after a warm-up."""
+    import resource
+
+    for _ in range(20):
         step()
-    start = time.perf_counter()
+    faults, start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
     for _ in range(calls):
         step()
-    return 1e3 * (time.perf_counter() - start) / calls
+    wall = time.perf_counter() - start
+    return 1e3 * wall / calls, (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) / calls
 
 
 def write_merged(summary: dict, keep, command: str | None, **figures) -> None:
@@ -352,13 +374,19 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu (the goal's rows) or cuda (GPU rows, merged in)")
     parser.add_argument("--phases", action="store_true",
                         help="only print where our update's time goes, phase by phase (CPU, 2 critics, UTD 1)")
+    parser.add_argument("--default_malloc", action="store_true",
+                        help="leave glibc malloc's defaults (no retain_freed_memory); prints, writes no results")
     args = parser.parse_args()
+    if not args.default_malloc:
+        retain_freed_memory()  # as robot.train.build_agent does; process-wide, so SB3 runs with it too
     if args.phases:
         print_phases()
         return
     if args.device != "cpu":
         gpu_main(args, 0.5 if args.quick else 2.5, 1)
         return
+    # a --default_malloc run measures the allocator's share, not what robot train runs: printed, not written
+    write = not (args.quick or args.default_malloc)
     seconds, rounds = (1.0, 1) if args.quick else (6.0, 3)
     torch.manual_seed(0)
     images = image_rows(args.image_batch, 3 * seconds, rounds)
@@ -366,7 +394,7 @@ def main() -> None:
                      "cpu_image_ratio_vs_sb3": images[0]["ratio"]}
     if args.image_only:
         print_rows("image learner updates/s, CPU, UTD 1", [], images)
-        if not args.quick:
+        if write:
             write_merged(image_summary, lambda key: True, None, image_rows=images, image_command=this_command())
         return
     modes = [("equal", True, CompileMode.NONE, False, "auto"), ("rlpd", False, CompileMode.NONE, False, "auto"),
@@ -383,7 +411,7 @@ def main() -> None:
                **image_summary}
     if args.compile:
         summary["cpu_ratio_vs_sb3_compiled"] = min(r["ratio"] for r in rows if r["ours"] == "equal+compile")
-    if not args.quick:  # a new CPU run replaces the CPU figures; a GPU run's rows stay
+    if write:  # a new CPU run replaces the CPU figures; a GPU run's rows stay
         write_merged(summary, lambda key: key.startswith("gpu_"), this_command(), rows=rows, image_rows=images)
 
 

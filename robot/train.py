@@ -36,7 +36,7 @@ from robot.core.checkpoint import (
     prune_checkpoints,
     save_state,
 )
-from robot.core.device import resolve_device
+from robot.core.device import resolve_device, retain_freed_memory
 from robot.core.metrics import MeanAggregator, MetricsWriter
 from robot.core.seeding import get_rng_state, seed_everything, set_rng_state
 from robot.demos import episode_seed, run_episode
@@ -168,7 +168,12 @@ class SilentReporter:
 
 
 def build_agent(observation_space: gym.Space, action_dim: int, config: TrainConfig, device) -> SACAgent:
-    """SAC on flat state vectors, or the pixel agent when the env gives an observation dict."""
+    """SAC on flat state vectors, or the pixel agent when the env gives an observation dict.
+
+    Every process that runs an agent builds it here (`robot train`, the runtime's learner and actors,
+    `robot eval`), so this is where the process stops handing freed tensor memory back to the kernel
+    (`retain_freed_memory`)."""
+    retain_freed_memory()
     if isinstance(observation_space, gym.spaces.Dict):
         return ImageSACAgent(obs_spec_of(observation_space), action_dim, config.agent, config.image, device,
                              seed=config.seed)
