@@ -7,7 +7,7 @@ backward reads, and the backward is written out layer by layer with fused ATen k
 (`native_layer_norm_backward`, `tanh_backward`, `threshold_backward`). It also skips work autograd cannot
 know to skip: the actor loss takes no critic weight gradients, and the actor's forward on next_obs (for the
 critic target) and on obs (for the actor loss) is one batched forward of 2B rows. Measured with the torch
-profiler at 2 critics, UTD 1: 821 instead of 1,041 ATen calls, 4.5 instead of 5.8 ms of op time per update
+profiler at 2 critics, UTD 1: 821 instead of 1,041 ATen calls, ~4.1 instead of ~5.5 ms of op time per update
 (benchmarks/learner_throughput.py --phases); 1.1-1.2x the updates/s end to end.
 
 What stays shared with the autograd path (policies/sac.py): the modules and their parameters, the
