@@ -29,14 +29,12 @@ gradient only inside its bounds, as autograd's clamp does.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from policies.sac import ACTIVATIONS, CriticEnsemble, SACAgent, TanhGaussianActor, take_rows
+from policies.sac import ACTIVATIONS, CriticEnsemble, SACAgent, TanhGaussianActor, squashed_gaussian, take_rows
 from robot.core.optim import polyak_update
 
 ACTIVATION_BACKWARD = {
@@ -137,13 +135,12 @@ def critic_backward(
 class ActorTape:
     layers: list[Layer]
     log_std: torch.Tensor  # before the clamp
-    std: torch.Tensor
     eps: torch.Tensor
     action: torch.Tensor
 
     def rows(self, rows: slice) -> ActorTape:
-        return ActorTape([layer.rows(rows) for layer in self.layers], self.log_std[rows], self.std[rows],
-                         self.eps[rows], self.action[rows])
+        return ActorTape([layer.rows(rows) for layer in self.layers], self.log_std[rows], self.eps[rows],
+                         self.action[rows])
 
 
 def _trunk_layers(actor: TanhGaussianActor) -> list[tuple[nn.Linear, nn.LayerNorm | None, str]]:
@@ -171,21 +168,16 @@ def actor_forward(
             layers.append(Layer(x, z, mean, rstd, None, h := ACTIVATIONS[act][1](y)))
         x = h
     mean, log_std = torch.addmm(actor.head.bias, x, actor.head.weight.t()).chunk(2, dim=-1)
-    clamped = log_std.clamp(actor.log_std_min, actor.log_std_max)
-    std = clamped.exp()
     eps = torch.randn_like(mean) if eps is None else eps
-    u = torch.addcmul(mean, std, eps)
-    action = torch.tanh(u)
-    # log N(eps) - log sigma - log(1 - a^2), the last written stably as in TanhGaussianActor.sample
-    log_prob = (-0.5 * eps.square() - clamped - 0.5 * math.log(2 * math.pi)).sum(-1)
-    log_prob = log_prob - (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-    return action, log_prob, ActorTape(layers, log_std, std, eps, action)
+    action, log_prob = squashed_gaussian(mean, log_std.clamp(actor.log_std_min, actor.log_std_max), eps)
+    return action, log_prob, ActorTape(layers, log_std, eps, action)
 
 
 def actor_backward(actor: TanhGaussianActor, tape: ActorTape, d_action: torch.Tensor, d_log_prob: torch.Tensor) -> None:
     """Write dL/dparameter into the actor's `.grad`s for a loss L with dL/da = `d_action` (B, A) and
     dL/dlog pi = `d_log_prob` (a 0-d tensor, the same for every row: alpha / B in SAC's actor loss)."""
-    a, std, eps = tape.action, tape.std, tape.eps
+    a, eps = tape.action, tape.eps
+    std = tape.log_std.clamp(actor.log_std_min, actor.log_std_max).exp()  # recomputed: (B, A), cheap
     du = torch.addcmul(d_action * (1.0 - a.square()), a, 2.0 * d_log_prob)
     inside = (tape.log_std >= actor.log_std_min) & (tape.log_std <= actor.log_std_max)
     d_log_std = (du * std * eps - d_log_prob) * inside
