@@ -2,15 +2,21 @@
 
 Both learners get 256-256 MLPs, batch 256, the same observation/action sizes as PandaPickCube
 (21 / 4), the same critic ensemble size, and their update is timed on a filled replay buffer with no
-environment in the loop. "Updates" are critic gradient steps. Rows:
-- "equal": both do one actor step per critic step (SB3's gradient_steps = UTD; ours actor_every=1) —
-  the same work, the configuration the goal is stated for;
-- "rlpd": ours as the recipe runs it (UTD critic steps, then one actor and temperature step);
-- "equal, SB3 net": "equal" with SB3's MlpPolicy layers (ReLU, no LayerNorm) instead of the recipe's
-  LayerNorm + tanh: the same work on the same networks, so the ratio isolates the implementation;
+environment in the loop. "Updates" are critic gradient steps. The goal's configuration is equal in every
+respect: the same networks too. SB3 builds the recipe's network (Linear -> LayerNorm -> tanh) with its own
+`create_mlp(post_linear_modules=[nn.LayerNorm])` and `activation_fn=nn.Tanh`. Rows:
+- "equal": our recipe network vs SB3 with the same network, one actor step per critic step on both sides
+  (SB3's gradient_steps = UTD; ours actor_every=1): the same work;
+- "equal, SB3 net": both on SB3's MlpPolicy layers (ReLU, no LayerNorm);
+- "recipe vs SB3 default": our recipe network vs SB3's default ReLU network, the row earlier runs called
+  "equal": ours does the LayerNorm and tanh work SB3's default does not;
+- "rlpd": ours as the recipe runs it (UTD critic steps, then one actor and temperature step), vs SB3 with
+  the recipe network doing UTD full steps;
+- "equal, ATen ops": "equal" without the fused layer kernels (policies/fused_layers.py);
 - "equal, autograd": "equal" with `SACConfig.backward = autograd`, the update before the hand-derived
-  backward passes (policies/sac_backprop.py) that every other CPU row uses.
-Measurements alternate between the two learners in rounds so background load hits both alike.
+  backward passes (policies/sac_backprop.py).
+`cpu_ratio_vs_sb3` is the smallest ratio over the "equal" and "equal, SB3 net" rows.
+Measurements alternate between the learners in rounds so background load hits all alike.
 
 On a GPU (`--device cuda`) both learners run there, and ours adds "+graph" rows: the whole update (all
 UTD critic steps, actor, temperature, optimizer steps, Polyak averaging) replayed as one CUDA graph
@@ -36,9 +42,12 @@ column shows what that costs) and writes no results.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import sys
 import time
+from dataclasses import dataclass
 
 import gymnasium as gym
 import numpy as np
@@ -83,11 +92,11 @@ def filled_sampler() -> MixedSampler:
 
 
 def ours(num_critics: int, utd: int, actor_every_critic_step: bool, compile_mode: CompileMode, device: str = "cpu",
-         sb3_network: bool = False, backward: str = "auto"):
+         sb3_network: bool = False, backward: str = "auto", fused_kernels: bool = True):
     """`sb3_network`: SB3's MlpPolicy layers (ReLU, no LayerNorm) instead of the LayerNorm/tanh recipe."""
     config = SACConfig(num_critics=num_critics, num_subsample=min(2, num_critics), batch_size=BATCH,
                        utd_ratio=1 if actor_every_critic_step else utd, compile=compile_mode, backward=backward,
-                       **(SB3_NETWORK if sb3_network else {}))
+                       fused_kernels=fused_kernels, **(SB3_NETWORK if sb3_network else {}))
     agent = SACAgent(OBS, ACT, config, torch.device(device))
     sampler = filled_sampler()
 
@@ -101,11 +110,34 @@ def ours(num_critics: int, utd: int, actor_every_critic_step: bool, compile_mode
     return step
 
 
-def sb3(num_critics: int, utd: int, device: str = "cpu"):
-    from stable_baselines3 import SAC
+def sb3(num_critics: int, utd: int, device: str = "cpu", network: str = "sb3"):
+    """SB3 SAC's `train(gradient_steps=utd)`; network 'sb3' (its MlpPolicy default, ReLU) or 'recipe' (Linear
+    -> LayerNorm -> tanh per hidden layer, as ours, built by SB3's own `create_mlp`)."""
+    from unittest import mock
 
-    model = SAC("MlpPolicy", _Spaces(), batch_size=BATCH, learning_starts=2_000, device=device, verbose=0, seed=0,
-                policy_kwargs={"net_arch": [256, 256], "n_critics": num_critics})
+    import stable_baselines3.common.policies as common_policies
+    import stable_baselines3.sac.policies as sac_policies
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.torch_layers import create_mlp
+    from torch import nn
+
+    kwargs = {"net_arch": [256, 256], "n_critics": num_critics}
+    if network == "recipe":
+        # SACPolicy does not pass create_mlp's post_linear_modules through; give it while the networks are built.
+        with_norm = functools.partial(create_mlp, post_linear_modules=[nn.LayerNorm])
+        patches = (mock.patch.object(common_policies, "create_mlp", with_norm),
+                   mock.patch.object(sac_policies, "create_mlp", with_norm))
+        kwargs["activation_fn"] = nn.Tanh
+    else:
+        patches = ()
+    with contextlib.ExitStack() as stack:
+        for patch in patches:
+            stack.enter_context(patch)
+        model = SAC("MlpPolicy", _Spaces(), batch_size=BATCH, learning_starts=2_000, device=device, verbose=0,
+                    seed=0, policy_kwargs=kwargs)
+    if network == "recipe":
+        norms = sum(isinstance(m, nn.LayerNorm) for m in model.policy.modules())
+        assert norms == 2 * (1 + 2 * num_critics), f"SB3 recipe network: {norms} LayerNorms"  # actor, critics, targets
     model.learn(2_000)  # fills the buffer only (`timed` warms up)
     return lambda: model.train(gradient_steps=utd, batch_size=BATCH)
 
@@ -178,36 +210,62 @@ def image_rows(batch: int, seconds: float, rounds: int, device: str = "cpu") -> 
              "sb3_updates_per_s": totals["sb3"], "ratio": totals["ours"] / totals["sb3"]}]
 
 
-Mode = tuple[str, bool, CompileMode, bool, str]
-"""(row name, actor step per critic step, compile mode, SB3's network, backward) of our learner in a row."""
+@dataclass(frozen=True)
+class Mode:
+    """One row kind: our learner configured so, against SB3 with network `peer`."""
+
+    name: str
+    actor_every_critic_step: bool = True
+    compile: CompileMode = CompileMode.NONE
+    sb3_network: bool = False  # ours on SB3's MlpPolicy layers instead of the recipe's
+    backward: str = "auto"
+    fused_kernels: bool = True
+    peer: str = "same"  # 'same': SB3 with our network; 'sb3': SB3's default network
+
+    @property
+    def peer_network(self) -> str:
+        return ("sb3" if self.sb3_network else "recipe") if self.peer == "same" else self.peer
+
+    def learner(self, num_critics: int, utd: int, device: str):
+        return ours(num_critics, utd, self.actor_every_critic_step, self.compile, device, self.sb3_network,
+                    self.backward, self.fused_kernels)
+
+
+EQUAL_ROWS = ("equal", "equal, SB3 net")
+"""The rows whose configuration is equal in every respect: the goal's figure is their smallest ratio."""
 
 
 def state_rows(modes: list[Mode], device: str, seconds: float, rounds: int) -> list[dict]:
-    """Rows for every (critics, UTD) configuration: each mode of our learner timed against SB3 SAC."""
+    """Rows for every (critics, UTD) configuration: each mode of our learner timed against SB3 SAC with the
+    network the mode names."""
     rows = []
     for num_critics, utd in ((2, 1), (2, 20), (10, 1), (10, 20)):
-        learners = {"sb3": sb3(num_critics, utd, device)}
-        learners |= {name: ours(num_critics, utd, every, mode, device, net, backward)
-                     for name, every, mode, net, backward in modes}
+        peers = sorted({mode.peer_network for mode in modes})
+        learners = {f"SB3 {net}": sb3(num_critics, utd, device, net) for net in peers}
+        learners |= {mode.name: mode.learner(num_critics, utd, device) for mode in modes}
         totals, faults = alternate(learners, utd, seconds, rounds)
-        rows += [{"critics": num_critics, "utd": utd, "ours": name, "ours_updates_per_s": totals[name],
-                  "sb3_updates_per_s": totals["sb3"], "ratio": totals[name] / totals["sb3"],
-                  "ours_page_faults_per_update": faults[name], "sb3_page_faults_per_update": faults["sb3"]}
-                 for name in learners if name != "sb3"]
+        for mode in modes:
+            peer = f"SB3 {mode.peer_network}"
+            rows.append({"critics": num_critics, "utd": utd, "ours": mode.name, "sb3_network": mode.peer_network,
+                         "ours_updates_per_s": totals[mode.name], "sb3_updates_per_s": totals[peer],
+                         "ratio": totals[mode.name] / totals[peer],
+                         "ours_page_faults_per_update": faults[mode.name],
+                         "sb3_page_faults_per_update": faults[peer]})
     return rows
 
 
 def print_rows(title: str, rows: list[dict], images: list[dict]) -> None:
     table = Table(title=title)
-    for col in ("critics", "UTD", "ours", "ours upd/s", "SB3 upd/s", "ratio", "page faults/upd ours, SB3"):
+    for col in ("critics", "UTD", "ours", "SB3 network", "ours upd/s", "SB3 upd/s", "ratio",
+                "page faults/upd ours, SB3"):
         table.add_column(col, justify="right")
     for r in rows:
-        table.add_row(str(r["critics"]), str(r["utd"]), r["ours"], f"{r['ours_updates_per_s']:.0f}",
+        table.add_row(str(r["critics"]), str(r["utd"]), r["ours"], r["sb3_network"], f"{r['ours_updates_per_s']:.0f}",
                       f"{r['sb3_updates_per_s']:.0f}", f"{r['ratio']:.2f}",
                       f"{r['ours_page_faults_per_update']:.0f}, {r['sb3_page_faults_per_update']:.0f}")
     for r in images:
-        table.add_row(f"2 (images {IMAGE}x{IMAGE}, batch {r['batch']})", "1", "image", f"{r['ours_updates_per_s']:.2f}",
-                      f"{r['sb3_updates_per_s']:.2f}", f"{r['ratio']:.2f}")
+        table.add_row(f"2 (images {IMAGE}x{IMAGE}, batch {r['batch']})", "1", "image", "NatureCNN",
+                      f"{r['ours_updates_per_s']:.2f}", f"{r['sb3_updates_per_s']:.2f}", f"{r['ratio']:.2f}")
     Console().print(table)
 
 
@@ -268,13 +326,14 @@ def phase_times(sb3_network: bool, updates: int = 300) -> dict[str, float]:
 GEMM_OPS = ("aten::mm", "aten::bmm", "aten::baddbmm", "aten::addmm")
 
 
-def matmul_share(num_critics: int, sb3_network: bool, backward: str, updates: int = 50) -> tuple[float, float, float]:
-    """(ms per update in matrix products, ms per update in all ops, ops per update) of our update, from the
-    torch profiler's self CPU times (top-level ATen ops only are counted as ops)."""
+def matmul_share(num_critics: int, sb3_network: bool, backward: str, fused_kernels: bool,
+                 updates: int = 50) -> tuple[float, float, float]:
+    """(ms per update in matrix products, ms per update in all ATen ops, ATen ops per update) of our update,
+    from the torch profiler's self CPU times (the fused kernels are not ATen ops: not counted)."""
     from torch.profiler import ProfilerActivity, profile
 
     config = SACConfig(num_critics=num_critics, num_subsample=2, batch_size=BATCH, backward=backward,
-                       **(SB3_NETWORK if sb3_network else {}))
+                       fused_kernels=fused_kernels, **(SB3_NETWORK if sb3_network else {}))
     agent = SACAgent(OBS, ACT, config, torch.device("cpu"))
     sampler = filled_sampler()
     for _ in range(20):
@@ -295,15 +354,18 @@ def print_phases() -> None:
                 "profiler: matrix products ms of op ms", "profiler: ATen calls"):
         per_update.add_column(col, justify="right")
     for critics in (2, 10):
-        sb3_step = sb3(critics, 1)  # built first, as in the throughput rows: its allocations come before ours
-        for backward in ("autograd", "explicit"):
+        # built first, as in the throughput rows: their allocations come before ours
+        sb3_steps = {"SB3 net": sb3(critics, 1), "recipe": sb3(critics, 1, network="recipe")}
+        for backward, fused in (("autograd", False), ("explicit", False), ("explicit", True)):
+            learner = f"ours, {backward}" + (", fused kernels" if fused else "")
             for sb3_network, network in ((False, "recipe"), (True, "SB3 net")):
-                step = ours(critics, 1, True, CompileMode.NONE, sb3_network=sb3_network, backward=backward)
-                gemm, total, calls = matmul_share(critics, sb3_network, backward)
-                per_update.add_row(str(critics), f"ours, {backward}", network,
-                                   *(f"{v:.2f}" for v in ms_and_faults(step)), f"{gemm:.2f} of {total:.2f}",
-                                   f"{calls:.0f}")
-        per_update.add_row(str(critics), "SB3", "SB3 net", *(f"{v:.2f}" for v in ms_and_faults(sb3_step)))
+                step = ours(critics, 1, True, CompileMode.NONE, sb3_network=sb3_network, backward=backward,
+                            fused_kernels=fused)
+                gemm, total, calls = matmul_share(critics, sb3_network, backward, fused)
+                per_update.add_row(str(critics), learner, network, *(f"{v:.2f}" for v in ms_and_faults(step)),
+                                   f"{gemm:.2f} of {total:.2f}", f"{calls:.0f}")
+        for network, sb3_step in sb3_steps.items():
+            per_update.add_row(str(critics), "SB3", network, *(f"{v:.2f}" for v in ms_and_faults(sb3_step)))
     Console().print(per_update)
 
     recipe, sb3_net = phase_times(False), phase_times(True)
@@ -348,9 +410,8 @@ def this_command() -> str:
 def gpu_main(args: argparse.Namespace, seconds: float, rounds: int) -> None:
     """State rows (eager and CUDA graph) and image rows on the GPU vs SB3 on the same GPU, merged into the
     results file beside the CPU rows."""
-    modes = [("equal", True, CompileMode.NONE, False, "autograd"),
-             ("equal+graph", True, CompileMode.CUDA_GRAPH, False, "auto"),
-             ("rlpd+graph", False, CompileMode.CUDA_GRAPH, False, "auto")]
+    modes = [Mode("equal", backward="autograd"), Mode("equal+graph", compile=CompileMode.CUDA_GRAPH),
+             Mode("rlpd+graph", actor_every_critic_step=False, compile=CompileMode.CUDA_GRAPH)]
     rows = state_rows(modes, args.device, seconds, rounds)
     images = image_rows(args.image_batch, 2 * seconds, rounds, args.device)
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else args.device
@@ -397,20 +458,24 @@ def main() -> None:
         if write:
             write_merged(image_summary, lambda key: True, None, image_rows=images, image_command=this_command())
         return
-    modes = [("equal", True, CompileMode.NONE, False, "auto"), ("rlpd", False, CompileMode.NONE, False, "auto"),
-             ("equal, SB3 net", True, CompileMode.NONE, True, "auto"),
-             ("equal, autograd", True, CompileMode.NONE, False, "autograd")]
+    modes = [Mode("equal"), Mode("equal, SB3 net", sb3_network=True), Mode("recipe vs SB3 default", peer="sb3"),
+             Mode("rlpd", actor_every_critic_step=False), Mode("equal, ATen ops", fused_kernels=False),
+             Mode("equal, autograd", backward="autograd")]
     if args.compile:
-        modes.append(("equal+compile", True, CompileMode.COMPILE, False, "auto"))
+        modes.append(Mode("equal+compile", compile=CompileMode.COMPILE, backward="autograd"))
     rows = state_rows(modes, "cpu", seconds, rounds)
     print_rows("learner updates/s (critic gradient steps), CPU, batch 256, 256-256 MLPs", rows, images)
-    summary = {"cpu_ratio_vs_sb3": min(r["ratio"] for r in rows if r["ours"] == "equal"),
-               "cpu_ratio_vs_sb3_rlpd_recipe": min(r["ratio"] for r in rows if r["ours"] == "rlpd"),
-               "cpu_ratio_vs_sb3_same_network": min(r["ratio"] for r in rows if r["ours"] == "equal, SB3 net"),
-               "cpu_ratio_vs_sb3_autograd": min(r["ratio"] for r in rows if r["ours"] == "equal, autograd"),
+    smallest = lambda *names: min(r["ratio"] for r in rows if r["ours"] in names)  # noqa: E731
+    summary = {"cpu_ratio_vs_sb3": smallest(*EQUAL_ROWS),
+               "cpu_ratio_vs_sb3_recipe_network": smallest("equal"),
+               "cpu_ratio_vs_sb3_same_network": smallest("equal, SB3 net"),
+               "cpu_ratio_vs_sb3_default_network": smallest("recipe vs SB3 default"),
+               "cpu_ratio_vs_sb3_rlpd_recipe": smallest("rlpd"),
+               "cpu_ratio_vs_sb3_aten_ops": smallest("equal, ATen ops"),
+               "cpu_ratio_vs_sb3_autograd": smallest("equal, autograd"),
                **image_summary}
     if args.compile:
-        summary["cpu_ratio_vs_sb3_compiled"] = min(r["ratio"] for r in rows if r["ours"] == "equal+compile")
+        summary["cpu_ratio_vs_sb3_compiled"] = smallest("equal+compile")
     if write:  # a new CPU run replaces the CPU figures; a GPU run's rows stay
         write_merged(summary, lambda key: key.startswith("gpu_"), this_command(), rows=rows, image_rows=images)
 

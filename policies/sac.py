@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from policies import fused_layers
 from robot.core.checkpoint import optimizer_state_from_tensors, optimizer_state_to_tensors
 from robot.core.compile import CompileMode, GraphedStep, compile_step
 from robot.core.optim import OptimConfig, Updater, polyak_update
@@ -71,6 +72,10 @@ class SACConfig:
     same update without an autograd graph, 1.1-1.2x the updates/s on a CPU), 'autograd', or 'auto': explicit for
     state-observation agents on a CPU when `compile` is 'none', autograd otherwise (pixel agents, compiled
     steps, GPUs, where CUDA graphs are the fast path and explicit is not yet measured)."""
+    fused_kernels: bool = True
+    """With the explicit backward on a CPU: run each hidden layer's bias, LayerNorm, affine and activation
+    (and their backward) as one compiled kernel (policies/fused_layers.py), built on first use with the
+    system C compiler; without one, or False, ATen ops do the same math."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_subsample <= self.num_critics:
@@ -250,6 +255,8 @@ class SACAgent:
             config.backward == "explicit"
             or (config.backward == "auto" and config.compile is CompileMode.NONE and device.type == "cpu")
         )
+        self.fused_kernels = (self.explicit_backward and config.fused_kernels and device.type == "cpu"
+                              and fused_layers.available())
 
     # -- hooks for agents that encode observations (policies/image_sac.py) -----------------------
     def _critic_trainables(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -296,7 +303,12 @@ class SACAgent:
                       next_log_prob: torch.Tensor, members: torch.Tensor | None) -> torch.Tensor:
         """r + gamma * (1 - terminated) * min over the target members of Q(s', a') (B,)."""
         # REDQ: min over a random subset of M target members; only those M are evaluated.
-        next_v = self.target_critic(next_obs, next_action, members=members).min(dim=0).values  # (B,)
+        return self.bootstrap(batch, self.target_critic(next_obs, next_action, members=members), next_log_prob)
+
+    def bootstrap(self, batch: dict[str, torch.Tensor], next_q: torch.Tensor,
+                  next_log_prob: torch.Tensor) -> torch.Tensor:
+        """The critic target from the target members' Q(s', a') (M, B)."""
+        next_v = next_q.min(dim=0).values  # (B,)
         if self.config.backup_entropy:
             next_v = next_v - self.log_alpha.exp() * next_log_prob
         return batch["reward"] + bootstrap_discount(batch, self.config.discount) * (1.0 - batch["terminated"]) * next_v

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from policies import fused_layers
 from policies.sac import ACTIVATIONS, CriticEnsemble, SACAgent, TanhGaussianActor, squashed_gaussian, take_rows
 from robot.core.optim import polyak_update
 
@@ -72,34 +73,61 @@ def _activation_of(module: nn.Module) -> str:
 # ---------------------------------------------------------------------------------------------
 # Critic ensemble: (E, B, .) activations, weights (E, in, out)
 # ---------------------------------------------------------------------------------------------
-def critic_forward(critic: CriticEnsemble, obs: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, list[Layer]]:
-    """Q-values (E, B) and the tape its backward reads (all members; call under no_grad)."""
+def _ensemble_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """x W per member, no bias: (B, in) shared by all members (one GEMM; the (E, B, out) result is a strided
+    view) or (E, B, in)."""
+    if x.dim() == 2:
+        e, i, o = weight.shape
+        return (x @ weight.transpose(0, 1).reshape(i, e * o)).view(x.shape[0], e, o).transpose(0, 1)
+    return torch.bmm(x, weight)
+
+
+def critic_forward(
+    critic: CriticEnsemble, obs: torch.Tensor, action: torch.Tensor, fused: bool = False,
+    members: torch.Tensor | None = None
+) -> tuple[torch.Tensor, list[Layer]]:
+    """Q-values (E, B) and the tape its backward reads (call under no_grad). `fused`: the hidden layers run
+    as policies/fused_layers.py kernels; `members`: evaluate only these members (the REDQ target subset)."""
     x = torch.cat([obs, action], dim=-1)
+    pick = (lambda p: p) if members is None else (lambda p: p[members])  # noqa: E731
+    activation = _activation_of(critic.activation)
     tape = []
     for i, linear in enumerate(critic.linears):
-        z = linear(x)  # (E, B, h); the first layer's shared (B, in) input is one GEMM
-        if critic.norms is None:
-            tape.append(Layer(x, None, None, None, None, h := critic.activation(z)))
+        norm = None if critic.norms is None else critic.norms[i]
+        if fused:
+            z = _ensemble_matmul(x, pick(linear.weight))
+            if norm is None:
+                tape.append(Layer(x, None, None, None, None, h := fused_layers.act_forward(z, pick(linear.bias),
+                                                                                           activation)))
+            else:
+                h, mean, rstd = fused_layers.ln_act_forward(z, pick(linear.bias), pick(norm.weight), pick(norm.bias),
+                                                            activation, LAYER_NORM_EPS)
+                tape.append(Layer(x, z, mean, rstd, None, h))  # z now holds x W + b
         else:
-            norm = critic.norms[i]
-            normed, mean, rstd = torch.native_layer_norm(z, (norm.dim,), norm.unit_scale, norm.zero_shift,
-                                                          LAYER_NORM_EPS)
-            h = critic.activation(torch.addcmul(norm.bias, normed, norm.weight))
-            tape.append(Layer(x, z, mean, rstd, normed, h))
+            z = linear(x, members=members)  # (E, B, h); the first layer's shared (B, in) input is one GEMM
+            if norm is None:
+                tape.append(Layer(x, None, None, None, None, h := critic.activation(z)))
+            else:
+                normed, mean, rstd = torch.native_layer_norm(z, (norm.dim,), norm.unit_scale, norm.zero_shift,
+                                                              LAYER_NORM_EPS)
+                h = critic.activation(torch.addcmul(pick(norm.bias), normed, pick(norm.weight)))
+                tape.append(Layer(x, z, mean, rstd, normed, h))
         x = h
-    return critic.head(x).squeeze(-1), tape
+    return critic.head(x, members=members).squeeze(-1), tape
 
 
 def critic_backward(
-    critic: CriticEnsemble, tape: list[Layer], dq: torch.Tensor, weights: bool, input_cols: slice | None = None
+    critic: CriticEnsemble, tape: list[Layer], dq: torch.Tensor, weights: bool, input_cols: slice | None = None,
+    fused: bool = False
 ) -> torch.Tensor | None:
     """Backpropagate dL/dQ (E, B) through the ensemble.
 
     `weights`: write dL/dparameter into each parameter's `.grad` (the critic loss); without it only the
     input gradient flows (the actor loss, which must not train the critics). `input_cols`: return
     dL/d(input columns), summed over members (the actor loss wants d/d action); None returns nothing.
+    `fused`: the tape came from `critic_forward(..., fused=True)`.
     """
-    activation_backward = ACTIVATION_BACKWARD[_activation_of(critic.activation)]
+    activation = _activation_of(critic.activation)
     dq = dq.unsqueeze(-1)  # (E, B, 1)
     head = critic.head
     if weights:
@@ -108,19 +136,30 @@ def critic_backward(
     dh = dq * head.weight.transpose(1, 2)  # (E, B, 1) * (E, 1, h): the head has one output
     for i in reversed(range(len(tape))):
         layer, linear = tape[i], critic.linears[i]
-        dz = activation_backward(dh, layer.h)
-        if critic.norms is not None:
-            norm = critic.norms[i]
+        norm = None if critic.norms is None else critic.norms[i]
+        if fused and norm is not None:
+            dz, dgamma, dbeta, dbias = fused_layers.ln_act_backward(dh, layer.h, layer.z, layer.mean, layer.rstd,
+                                                                    norm.weight, activation, grads=weights)
             if weights:
-                norm.weight.grad = (dz * layer.normed).sum(1, keepdim=True)
-                norm.bias.grad = dz.sum(1, keepdim=True)
-            dz = torch.ops.aten.native_layer_norm_backward(
-                dz * norm.weight, layer.z, (norm.dim,), layer.mean, layer.rstd, None, None, (True, False, False)
-            )[0]
+                norm.weight.grad, norm.bias.grad, linear.bias.grad = dgamma, dbeta, dbias
+        elif fused:
+            dz, dbias = fused_layers.act_backward(dh, layer.h, activation, linear.bias if weights else None)
+            if weights:
+                linear.bias.grad = dbias
+        else:
+            dz = ACTIVATION_BACKWARD[activation](dh, layer.h)
+            if norm is not None:
+                if weights:
+                    norm.weight.grad = (dz * layer.normed).sum(1, keepdim=True)
+                    norm.bias.grad = dz.sum(1, keepdim=True)
+                dz = torch.ops.aten.native_layer_norm_backward(
+                    dz * norm.weight, layer.z, (norm.dim,), layer.mean, layer.rstd, None, None, (True, False, False)
+                )[0]
+            if weights:
+                linear.bias.grad = dz.sum(1, keepdim=True)
         if weights:
             # the first layer's input is shared by all members: (in, B) @ (E, B, h) broadcasts to (E, in, h)
             linear.weight.grad = torch.matmul(layer.x.transpose(-1, -2), dz)
-            linear.bias.grad = dz.sum(1, keepdim=True)
         if i > 0:
             dh = torch.bmm(dz, linear.weight.transpose(1, 2))
         elif input_cols is not None:
@@ -154,18 +193,26 @@ def _trunk_layers(actor: TanhGaussianActor) -> list[tuple[nn.Linear, nn.LayerNor
 
 
 def actor_forward(
-    actor: TanhGaussianActor, obs: torch.Tensor, eps: torch.Tensor | None = None
+    actor: TanhGaussianActor, obs: torch.Tensor, eps: torch.Tensor | None = None, fused: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, ActorTape]:
     """Sampled action (B, A), log pi (B,) and the tape; the noise `eps` (B, A) is drawn as
-    `TanhGaussianActor.sample` draws it unless given."""
+    `TanhGaussianActor.sample` draws it unless given. `fused`: hidden layers as fused_layers kernels."""
     x, layers = obs, []
     for linear, norm, act in _trunk_layers(actor):
-        z = torch.addmm(linear.bias, x, linear.weight.t())
-        if norm is None:
-            layers.append(Layer(x, None, None, None, None, h := ACTIVATIONS[act][1](z)))
+        if fused:
+            z = torch.mm(x, linear.weight.t())
+            if norm is None:
+                layers.append(Layer(x, None, None, None, None, h := fused_layers.act_forward(z, linear.bias, act)))
+            else:
+                h, mean, rstd = fused_layers.ln_act_forward(z, linear.bias, norm.weight, norm.bias, act, norm.eps)
+                layers.append(Layer(x, z, mean, rstd, None, h))
         else:
-            y, mean, rstd = torch.native_layer_norm(z, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-            layers.append(Layer(x, z, mean, rstd, None, h := ACTIVATIONS[act][1](y)))
+            z = torch.addmm(linear.bias, x, linear.weight.t())
+            if norm is None:
+                layers.append(Layer(x, None, None, None, None, h := ACTIVATIONS[act][1](z)))
+            else:
+                y, mean, rstd = torch.native_layer_norm(z, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+                layers.append(Layer(x, z, mean, rstd, None, h := ACTIVATIONS[act][1](y)))
         x = h
     mean, log_std = torch.addmm(actor.head.bias, x, actor.head.weight.t()).chunk(2, dim=-1)
     eps = torch.randn_like(mean) if eps is None else eps
@@ -173,7 +220,8 @@ def actor_forward(
     return action, log_prob, ActorTape(layers, log_std, eps, action)
 
 
-def actor_backward(actor: TanhGaussianActor, tape: ActorTape, d_action: torch.Tensor, d_log_prob: torch.Tensor) -> None:
+def actor_backward(actor: TanhGaussianActor, tape: ActorTape, d_action: torch.Tensor, d_log_prob: torch.Tensor,
+                   fused: bool = False) -> None:
     """Write dL/dparameter into the actor's `.grad`s for a loss L with dL/da = `d_action` (B, A) and
     dL/dlog pi = `d_log_prob` (a 0-d tensor, the same for every row: alpha / B in SAC's actor loss)."""
     a, eps = tape.action, tape.eps
@@ -188,13 +236,20 @@ def actor_backward(actor: TanhGaussianActor, tape: ActorTape, d_action: torch.Te
     layers = _trunk_layers(actor)
     for i in reversed(range(len(layers))):
         (linear, norm, act), layer = layers[i], tape.layers[i]
-        dz = ACTIVATION_BACKWARD[act](dh, layer.h)
-        if norm is not None:
-            dz, norm.weight.grad, norm.bias.grad = torch.ops.aten.native_layer_norm_backward(
-                dz, layer.z, norm.normalized_shape, layer.mean, layer.rstd, norm.weight, norm.bias, (True, True, True)
-            )
+        if fused and norm is not None:
+            dz, norm.weight.grad, norm.bias.grad, linear.bias.grad = fused_layers.ln_act_backward(
+                dh, layer.h, layer.z, layer.mean, layer.rstd, norm.weight, act, grads=True)
+        elif fused:
+            dz, linear.bias.grad = fused_layers.act_backward(dh, layer.h, act, linear.bias)
+        else:
+            dz = ACTIVATION_BACKWARD[act](dh, layer.h)
+            if norm is not None:
+                dz, norm.weight.grad, norm.bias.grad = torch.ops.aten.native_layer_norm_backward(
+                    dz, layer.z, norm.normalized_shape, layer.mean, layer.rstd, norm.weight, norm.bias,
+                    (True, True, True)
+                )
+            linear.bias.grad = dz.sum(0)
         linear.weight.grad = dz.t() @ layer.x
-        linear.bias.grad = dz.sum(0)
         if i > 0:
             dh = dz @ linear.weight
 
@@ -210,7 +265,7 @@ def explicit_update(agent: SACAgent, block: dict[str, torch.Tensor]) -> dict[str
     for obs), so on a CPU both paths sample the same numbers from the same seed.
     """
     cfg, critic, actor = agent.config, agent.critic, agent.actor
-    b, utd = cfg.batch_size, cfg.utd_ratio
+    b, utd, fused = cfg.batch_size, cfg.utd_ratio, agent.fused_kernels
     actor_batch = take_rows(block, slice(-b, None))
     for k in range(utd):
         batch = take_rows(block, slice(k * b, (k + 1) * b))
@@ -221,14 +276,15 @@ def explicit_update(agent: SACAgent, block: dict[str, torch.Tensor]) -> dict[str
             both_obs = torch.cat([batch["next_obs"], actor_batch["obs"]])
             # noise drawn in two blocks, as the autograd path's two `sample` calls draw it
             eps = torch.cat([torch.randn_like(batch["action"]) for _ in range(2)])
-            actions, log_probs, actor_tape = actor_forward(actor, both_obs, eps)
+            actions, log_probs, actor_tape = actor_forward(actor, both_obs, eps, fused)
             next_action, next_log_prob = actions[:b], log_probs[:b]
         else:
-            next_action, next_log_prob = actor.sample(batch["next_obs"])
-        target = agent.critic_target(batch, batch["next_obs"], next_action, next_log_prob, members)
-        q, tape = critic_forward(critic, batch["obs"], batch["action"])
+            next_action, next_log_prob, _ = actor_forward(actor, batch["next_obs"], fused=fused)
+        next_q, _ = critic_forward(agent.target_critic, batch["next_obs"], next_action, fused, members)
+        target = agent.bootstrap(batch, next_q, next_log_prob)
+        q, tape = critic_forward(critic, batch["obs"], batch["action"], fused)
         error = q - target
-        critic_backward(critic, tape, error * (2.0 / b), weights=True)  # d/dq of sum_E mean_B error^2
+        critic_backward(critic, tape, error * (2.0 / b), weights=True, fused=fused)  # d/dq of sum_E mean_B error^2
         agent.critic_updater.step()
         polyak_update(agent.target_params, agent.critic_params, cfg.tau)
     critic_loss = error.square().mean(1).sum()
@@ -236,11 +292,11 @@ def explicit_update(agent: SACAgent, block: dict[str, torch.Tensor]) -> dict[str
     # Actor: L = mean_B(alpha * log pi(a|s) - mean_E Q_e(s, a)), critics held fixed.
     alpha = agent.log_alpha.exp()
     action, log_prob, actor_tape = actions[b:], log_probs[b:], actor_tape.rows(slice(b, None))
-    q_pi, q_tape = critic_forward(critic, actor_batch["obs"], action)
+    q_pi, q_tape = critic_forward(critic, actor_batch["obs"], action, fused)
     actor_loss = (alpha * log_prob - q_pi.mean(0)).mean()
     d_action = critic_backward(critic, q_tape, torch.full_like(q_pi, -1.0 / q_pi.numel()), weights=False,
-                               input_cols=slice(-action.shape[-1], None))
-    actor_backward(actor, actor_tape, d_action, alpha / b)
+                               input_cols=slice(-action.shape[-1], None), fused=fused)
+    actor_backward(actor, actor_tape, d_action, alpha / b, fused)
     agent.actor_updater.step()
 
     # Temperature: L = -mean_B(alpha * (log pi + target entropy)), d/dlog alpha = L.

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from policies import fused_layers
 from policies.sac import CriticEnsemble, SACAgent, SACConfig, TanhGaussianActor
 from policies.sac_backprop import actor_backward, actor_forward, critic_backward, critic_forward
 from robot.core.compile import CompileMode
@@ -102,10 +103,13 @@ def trained(backward: str, updates: int = 4, **overrides) -> tuple[torch.Tensor,
     {"num_critics": 5, "num_subsample": 3, "backup_entropy": True},
     {"optim": OptimConfig(grad_clip_norm=0.05)},
 ], ids=["recipe", "2 critics", "SB3 network", "UTD 3", "entropy backup", "grad clip"])
-def test_explicit_update_moves_every_parameter_where_autograd_does(overrides):
+@pytest.mark.parametrize("fused", [True, False], ids=["fused kernels", "ATen ops"])
+def test_explicit_update_moves_every_parameter_where_autograd_does(overrides, fused):
     """Same seed, same blocks: after 4 updates the two paths agree to float32 rounding (they draw the same
-    REDQ subsets and noise), and both moved the weights."""
-    explicit, explicit_metrics = trained("explicit", **overrides)
+    REDQ subsets and noise), and both moved the weights; with the fused layer kernels and without."""
+    if fused and not fused_layers.available():
+        pytest.skip("no C compiler: the fused kernels cannot be built here")
+    explicit, explicit_metrics = trained("explicit", fused_kernels=fused, **overrides)
     reference, reference_metrics = trained("autograd", **overrides)
     untrained, _ = trained("autograd", updates=0, **overrides)
     torch.testing.assert_close(explicit, reference, rtol=0, atol=2e-5)

@@ -1,0 +1,248 @@
+/* Fused CPU kernels for one hidden layer of the SAC MLPs, after its matrix product z = x W:
+ *
+ *     forward   h = act(LayerNorm(z + b) * gamma + beta)      (or h = act(z + b) without LayerNorm)
+ *     backward  dz, and the column sums that give d bias, d gamma, d beta
+ *
+ * in one pass over each row instead of the 3-6 separate ATen kernels (bias copy, layer norm, affine,
+ * activation; their backward, two products and three reductions). Rows are independent; row (e, b) is
+ * member e's b-th sample, so an ensemble (E, B, H) and a plain (N, H) layer (E = 1) use the same code.
+ * Loaded by policies/fused_layers.py, which documents shapes and strides; built with -fopenmp and the
+ * vector math library (tanhf below is declared SIMD, so loops over it call the AVX/AVX-512 variants).
+ *
+ * act: 0 = tanh, 1 = relu. Strides are in floats. The activation's derivative is read from its output:
+ * tanh' = 1 - h^2, relu' = [h > 0].
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdlib.h>
+#include <string.h>
+
+#pragma omp declare simd notinbranch
+float tanhf(float);
+
+enum { ACT_TANH = 0, ACT_RELU = 1 };
+
+static inline void activate(const float *y, float *h, long n, int act)
+{
+    if (act == ACT_TANH) {
+#pragma omp simd
+        for (long j = 0; j < n; j++) h[j] = tanhf(y[j]);
+    } else {
+#pragma omp simd
+        for (long j = 0; j < n; j++) h[j] = y[j] > 0.f ? y[j] : 0.f;
+    }
+}
+
+static inline void activation_grad(const float *dh, const float *h, float *dy, long n, int act)
+{
+    if (act == ACT_TANH) {
+#pragma omp simd
+        for (long j = 0; j < n; j++) dy[j] = dh[j] * (1.f - h[j] * h[j]);
+    } else {
+#pragma omp simd
+        for (long j = 0; j < n; j++) dy[j] = h[j] > 0.f ? dh[j] : 0.f;
+    }
+}
+
+/* Row reductions. A plain loop chains every vector add on the previous one and ends in a serial scalar
+ * sum; here 4 vector accumulators (GCC/Clang vector extensions: AVX-512, AVX2 or SSE as the CPU has) run
+ * independently and the final horizontal sum is a tree. */
+#define VW 16
+typedef float vec __attribute__((vector_size(VW * sizeof(float))));
+typedef float vec_u __attribute__((vector_size(VW * sizeof(float)), aligned(4)));  /* unaligned loads */
+
+static inline float hsum(vec v)
+{
+    float t[VW];
+    memcpy(t, &v, sizeof t);
+    for (int w = VW / 2; w > 0; w /= 2)
+        for (int k = 0; k < w; k++) t[k] += t[k + w];
+    return t[0];
+}
+
+static inline vec load(const float *p) { return *(const vec_u *)p; }
+
+/* sum_j a_j, and sum_j a_j b_j when b is not NULL (into *dot) */
+static inline float row_sum(const float *a, const float *b, long n, float *dot)
+{
+    vec s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0}, d0 = {0}, d1 = {0}, d2 = {0}, d3 = {0};
+    long j = 0;
+    for (; j + 4 * VW <= n; j += 4 * VW) {
+        vec a0 = load(a + j), a1 = load(a + j + VW), a2 = load(a + j + 2 * VW), a3 = load(a + j + 3 * VW);
+        s0 += a0; s1 += a1; s2 += a2; s3 += a3;
+        if (b) {
+            d0 += a0 * load(b + j); d1 += a1 * load(b + j + VW);
+            d2 += a2 * load(b + j + 2 * VW); d3 += a3 * load(b + j + 3 * VW);
+        }
+    }
+    float s = hsum((s0 + s1) + (s2 + s3)), d = b ? hsum((d0 + d1) + (d2 + d3)) : 0.f;
+    for (; j < n; j++) {
+        s += a[j];
+        if (b) d += a[j] * b[j];
+    }
+    if (b) *dot = d;
+    return s;
+}
+
+/* sum_j (x_j - m)^2 */
+static inline float row_sum_sq_dev(const float *x, float m, long n)
+{
+    vec s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    long j = 0;
+    for (; j + 4 * VW <= n; j += 4 * VW) {
+        vec a0 = load(x + j) - m, a1 = load(x + j + VW) - m, a2 = load(x + j + 2 * VW) - m,
+            a3 = load(x + j + 3 * VW) - m;
+        s0 += a0 * a0; s1 += a1 * a1; s2 += a2 * a2; s3 += a3 * a3;
+    }
+    float s = hsum((s0 + s1) + (s2 + s3));
+    for (; j < n; j++) s += (x[j] - m) * (x[j] - m);
+    return s;
+}
+
+/* Row r = e * B + b of a strided (E, B, H) tensor. */
+#define ROW(base, se, sb, r, B) ((base) + ((r) / (B)) * (se) + ((r) % (B)) * (sb))
+
+/* z (E, B, H) with strides (zse, zsb, 1) is overwritten with z + bias (the backward reads it); h, mean and
+ * rstd are contiguous (E, B, H), (E, B), (E, B). bias, gamma, beta: (E, H) with member stride `pse`. */
+void rs_ln_act_forward(float *z, long zse, long zsb, const float *bias, const float *gamma, const float *beta,
+                       long pse, float *h, float *mean, float *rstd, long E, long B, long H, int act, float eps,
+                       int threads)
+{
+    const long rows = E * B;
+#pragma omp parallel num_threads(threads)
+    {
+        float *y = malloc((size_t)H * sizeof(float));
+#pragma omp for schedule(static)
+        for (long r = 0; r < rows; r++) {
+            const long e = r / B;
+            float *x = ROW(z, zse, zsb, r, B);
+            const float *b = bias + e * pse, *g = gamma + e * pse, *bt = beta + e * pse;
+#pragma omp simd
+            for (long j = 0; j < H; j++) x[j] += b[j];
+            const float m = row_sum(x, NULL, H, NULL) / (float)H;
+            const float rs = 1.f / sqrtf(row_sum_sq_dev(x, m, H) / (float)H + eps);
+#pragma omp simd
+            for (long j = 0; j < H; j++) y[j] = (x[j] - m) * rs * g[j] + bt[j];
+            activate(y, h + r * H, H, act);
+            mean[r] = m;
+            rstd[r] = rs;
+        }
+        free(y);
+    }
+}
+
+/* h = act(z + bias): z strided as above (left unchanged), h contiguous. */
+void rs_act_forward(const float *z, long zse, long zsb, const float *bias, long pse, float *h, long E, long B,
+                    long H, int act, int threads)
+{
+    const long rows = E * B;
+#pragma omp parallel num_threads(threads)
+    {
+        float *y = malloc((size_t)H * sizeof(float));
+#pragma omp for schedule(static)
+        for (long r = 0; r < rows; r++) {
+            const float *x = ROW(z, zse, zsb, r, B), *b = bias + (r / B) * pse;
+#pragma omp simd
+            for (long j = 0; j < H; j++) y[j] = x[j] + b[j];
+            activate(y, h + r * H, H, act);
+        }
+        free(y);
+    }
+}
+
+/* Column sums per member: each thread adds its rows into its own (E, K * H) slice of `partial`, then the
+ * slices are summed into out[k] (E, H, member stride pse). Deterministic for a fixed thread count. */
+static void reduce_partials(const float *partial, int threads, long E, long H, int K, float **out, long pse)
+{
+    for (int k = 0; k < K; k++) {
+        if (out[k] == NULL) continue;
+        for (long e = 0; e < E; e++)
+            for (long j = 0; j < H; j++) {
+                float s = 0.f;
+                for (int t = 0; t < threads; t++) s += partial[((size_t)t * E + e) * K * H + k * H + j];
+                out[k][e * pse + j] = s;
+            }
+    }
+}
+
+/* Backward of rs_ln_act_forward. dh, h: contiguous (E, B, H); x: the forward's z + bias, strided (xse, xsb);
+ * dx: contiguous (E, B, H), may be dh itself. dgamma, dbeta, dbias (member stride pse) are written when
+ * dgamma is not NULL (the weight gradients), else only dx is computed (a gradient for the input only). */
+void rs_ln_act_backward(const float *dh, const float *h, const float *x, long xse, long xsb, const float *mean,
+                        const float *rstd, const float *gamma, long pse, float *dx, float *dgamma, float *dbeta,
+                        float *dbias, long E, long B, long H, int act, int threads)
+{
+    const long rows = E * B;
+    const int grads = dgamma != NULL;
+    float *partial = grads ? calloc((size_t)threads * E * 3 * H, sizeof(float)) : NULL;
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), T = omp_get_num_threads();
+        const long lo = rows * t / T, hi = rows * (t + 1) / T;
+        float *dy = malloc((size_t)3 * H * sizeof(float)), *n = dy + H, *dn = dy + 2 * H;
+        for (long r = lo; r < hi; r++) {
+            const long e = r / B;
+            const float *xr = ROW(x, xse, xsb, r, B), *g = gamma + e * pse;
+            float *dxr = dx + r * H;
+            const float m = mean[r], rs = rstd[r];
+            activation_grad(dh + r * H, h + r * H, dy, H, act);
+#pragma omp simd
+            for (long j = 0; j < H; j++) {
+                n[j] = (xr[j] - m) * rs;
+                dn[j] = dy[j] * g[j];
+            }
+            float c = 0.f;  /* a, c: the row means of dn and of dn * n */
+            float a = row_sum(dn, n, H, &c) / (float)H;
+            c /= (float)H;
+            if (grads) {
+                float *p = partial + ((size_t)t * E + e) * 3 * H;
+#pragma omp simd
+                for (long j = 0; j < H; j++) {
+                    p[j] += dy[j] * n[j];
+                    p[H + j] += dy[j];
+                }
+            }
+#pragma omp simd
+            for (long j = 0; j < H; j++) dxr[j] = rs * (dn[j] - a - n[j] * c);
+            if (grads) {
+                float *p = partial + ((size_t)t * E + e) * 3 * H + 2 * H;
+#pragma omp simd
+                for (long j = 0; j < H; j++) p[j] += dxr[j];
+            }
+        }
+        free(dy);
+    }
+    if (grads) {
+        float *out[3] = {dgamma, dbeta, dbias};
+        reduce_partials(partial, threads, E, H, 3, out, pse);
+        free(partial);
+    }
+}
+
+/* Backward of rs_act_forward: dz = dh * act'(h) (contiguous, may be dh itself), and dbias (member stride
+ * pse) when not NULL. */
+void rs_act_backward(const float *dh, const float *h, float *dz, float *dbias, long pse, long E, long B, long H,
+                     int act, int threads)
+{
+    const long rows = E * B;
+    float *partial = dbias ? calloc((size_t)threads * E * H, sizeof(float)) : NULL;
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), T = omp_get_num_threads();
+        const long lo = rows * t / T, hi = rows * (t + 1) / T;
+        for (long r = lo; r < hi; r++) {
+            activation_grad(dh + r * H, h + r * H, dz + r * H, H, act);
+            if (dbias) {
+                float *p = partial + ((size_t)t * E + r / B) * H;
+                const float *d = dz + r * H;
+#pragma omp simd
+                for (long j = 0; j < H; j++) p[j] += d[j];
+            }
+        }
+    }
+    if (dbias) {
+        float *out[1] = {dbias};
+        reduce_partials(partial, threads, E, H, 1, out, pse);
+        free(partial);
+    }
+}

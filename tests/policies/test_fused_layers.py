@@ -1,0 +1,118 @@
+"""The fused CPU layer kernels (policies/fused_layers.py) against autograd on the same math in float64."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from policies import fused_layers
+from policies.sac import SACAgent, SACConfig
+
+pytestmark = pytest.mark.skipif(not fused_layers.available(), reason="no C compiler: fused kernels not built")
+
+EPS = 1e-5
+ACT = {"tanh": torch.tanh, "relu": torch.relu}
+
+
+def reference(z, bias, gamma, beta, act):
+    """act(LayerNorm(z + bias) * gamma + beta) (or act(z + bias) when gamma is None), float64 autograd."""
+    y = z + bias
+    if gamma is not None:
+        y = F.layer_norm(y, (y.shape[-1],), eps=EPS) * gamma + beta
+    return ACT[act](y)
+
+
+def params(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(shape, generator=g) * s + m for s, m in ((0.3, 0.0), (0.2, 1.0), (0.2, 0.0))]
+
+
+def layouts(e, b, h, seed=0):
+    """(name, z, per-parameter shape): an ensemble's (E, B, H) activations, the strided view the first
+    ensemble layer produces from one (B, E*H) GEMM, and one network's (N, H) with shared parameters."""
+    g = torch.Generator().manual_seed(seed)
+    yield "ensemble", torch.randn(e, b, h, generator=g) * 2 + 0.5, (e, 1, h)
+    yield "first layer (strided)", (torch.randn(b, e * h, generator=g) * 2).view(b, e, h).transpose(0, 1), (e, 1, h)
+    yield "one network", torch.randn(b, h, generator=g) * 2 - 0.5, (h,)
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("layer_norm", [True, False], ids=["LayerNorm", "no norm"])
+@pytest.mark.parametrize("h", [256, 37], ids=["H=256", "H=37 (vector tails)"])
+def test_forward_and_backward_match_autograd(act, layer_norm, h):
+    for name, z, pshape in layouts(3, 50, h):
+        bias, gamma, beta = params(pshape, seed=1)
+        z64 = z.double().requires_grad_(True)
+        p64 = [t.double().requires_grad_(True) for t in (bias, gamma, beta)]
+        expected = reference(z64, p64[0], p64[1] if layer_norm else None, p64[2], act)
+        dh = torch.randn(expected.shape, generator=torch.Generator().manual_seed(2))
+        expected.backward(dh.double())
+
+        zc = z.clone()
+        if layer_norm:
+            h_out, mean, rstd = fused_layers.ln_act_forward(zc, bias, gamma, beta, act, EPS)
+            torch.testing.assert_close(zc, z + bias, msg=f"{name}: z must hold z + bias for the backward")
+            dz, dgamma, dbeta, dbias = fused_layers.ln_act_backward(dh, h_out, zc, mean, rstd, gamma, act, grads=True)
+            torch.testing.assert_close(dgamma.double(), p64[1].grad, rtol=1e-4, atol=1e-4, msg=f"{name} d gamma")
+            torch.testing.assert_close(dbeta.double(), p64[2].grad, rtol=1e-4, atol=1e-4, msg=f"{name} d beta")
+            dz_only = fused_layers.ln_act_backward(dh, h_out, zc, mean, rstd, gamma, act, grads=False)
+            assert dz_only[1:] == (None, None, None)
+            torch.testing.assert_close(dz_only[0], dz, rtol=0, atol=0)
+        else:
+            h_out = fused_layers.act_forward(zc, bias, act)
+            torch.testing.assert_close(zc, z, rtol=0, atol=0)  # left as it was
+            dz, dbias = fused_layers.act_backward(dh, h_out, act, bias)
+        assert h_out.is_contiguous() and dz.is_contiguous()
+        torch.testing.assert_close(h_out.double(), expected.detach(), rtol=1e-5, atol=2e-6, msg=f"{name} h")
+        torch.testing.assert_close(dz.double(), z64.grad, rtol=1e-4, atol=2e-5, msg=f"{name} dz")
+        torch.testing.assert_close(dbias.double(), p64[0].grad, rtol=1e-4, atol=1e-4, msg=f"{name} d bias")
+
+
+def test_layer_norm_statistics_are_those_of_torch():
+    z = torch.randn(2, 64, 256) * 3 + 1
+    bias, gamma, beta = params((2, 1, 256), seed=3)
+    _, mean, rstd = fused_layers.ln_act_forward(z.clone(), bias, gamma, beta, "tanh", EPS)
+    _, ref_mean, ref_rstd = torch.native_layer_norm(z + bias, (256,), None, None, EPS)
+    torch.testing.assert_close(mean, ref_mean)
+    torch.testing.assert_close(rstd, ref_rstd)
+
+
+def test_bad_inputs_are_refused_with_the_reason():
+    bias, gamma, beta = params((4,), seed=0)
+    with pytest.raises(ValueError, match="float32 CPU"):
+        fused_layers.ln_act_forward(torch.zeros(3, 4, dtype=torch.float64), bias, gamma, beta, "tanh", EPS)
+    with pytest.raises(ValueError, match="contiguous"):
+        fused_layers.act_forward(torch.zeros(4, 3).t(), bias, "relu")
+
+
+def test_without_a_compiler_the_agent_falls_back_to_aten_ops_and_says_so(tmp_path):
+    """A fresh cache and no compiler: available() is False with a warning, and the explicit update runs."""
+    code = (
+        "import warnings, torch\n"
+        "from policies import fused_layers\n"
+        "from policies.sac import SACAgent, SACConfig\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    agent = SACAgent(5, 2, SACConfig(hidden_dims=(8,), batch_size=4), torch.device('cpu'))\n"
+        "print(agent.explicit_backward, agent.fused_kernels, fused_layers.available())\n"
+        "print(any('fused CPU layer kernels unavailable' in str(w.message) for w in caught))\n"
+        "import numpy as np\n"
+        "block = {'obs': np.ones((4, 5), np.float32), 'action': np.zeros((4, 2), np.float32),\n"
+        "         'reward': np.ones(4, np.float32), 'next_obs': np.ones((4, 5), np.float32),\n"
+        "         'terminated': np.zeros(4, np.float32)}\n"
+        "print(float(agent.update(block)['train/critic_loss']) >= 0)\n"
+    )
+    env = {**os.environ, "CC": str(tmp_path / "no-such-cc"), "ROBOT_STACK_CACHE": str(tmp_path / "cache"),
+           "PYTHONPATH": os.getcwd()}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["True", "False", "False", "True", "True"]
+
+
+def test_the_agent_uses_the_kernels_only_where_they_apply():
+    cpu = torch.device("cpu")
+    assert SACAgent(5, 2, SACConfig(hidden_dims=(8,)), cpu).fused_kernels
+    assert not SACAgent(5, 2, SACConfig(hidden_dims=(8,), fused_kernels=False), cpu).fused_kernels
+    assert not SACAgent(5, 2, SACConfig(hidden_dims=(8,), backward="autograd"), cpu).fused_kernels
