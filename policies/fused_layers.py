@@ -101,39 +101,34 @@ def available() -> bool:
     return _library() is not None
 
 
-def applies_to(x: torch.Tensor) -> bool:
-    """Whether the kernels can run a layer whose activations look like `x`."""
-    return x.device.type == "cpu" and x.dtype == torch.float32 and available()
-
-
 def _rows(z: torch.Tensor) -> tuple[int, int, int, int, int]:
     """(E, B, H, member stride, row stride) of an (E, B, H) or (N, H) activation."""
-    if z.dtype != torch.float32 or z.device.type != "cpu":
+    if z.dtype != torch.float32 or not z.is_cpu:
         raise ValueError(f"fused layer kernels: expected float32 CPU tensors, got {z.dtype} on {z.device}")
     if z.stride(-1) != 1:
         raise ValueError(f"fused layer kernels: last dimension must be contiguous, got strides {z.stride()}")
     if z.dim() == 2:
-        return 1, z.shape[0], z.shape[1], 0, z.stride(0)
-    return z.shape[0], z.shape[1], z.shape[2], z.stride(0), z.stride(1)
+        n, h = z.shape
+        return 1, n, h, 0, z.stride(0)
+    e, b, h = z.shape
+    se, sb, _ = z.stride()
+    return e, b, h, se, sb
 
 
 def _member_stride(param: torch.Tensor, members: int) -> int:
     """Stride between members' rows of a (E, 1, H) or (H,) parameter (0: shared)."""
     if not param.is_contiguous():
         raise ValueError("fused layer kernels: parameters must be contiguous")
-    return param.shape[-1] if param.dim() == 3 and members > 1 else 0
-
-
-def _stats_shape(z: torch.Tensor) -> tuple[int, ...]:
-    return (*z.shape[:-1], 1)  # as torch.native_layer_norm returns mean and rstd
+    return param.shape[-1] if members > 1 else 0
 
 
 def ln_act_forward(z: torch.Tensor, bias: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, act: str,
                    eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """h = act(LayerNorm(z + bias) * gamma + beta) and the row mean and 1/std of z + bias; `z` becomes z + bias."""
     e, b, h_dim, zse, zsb = _rows(z)
-    h = torch.empty(z.shape, dtype=z.dtype)
-    mean, rstd = (torch.empty(_stats_shape(z), dtype=z.dtype) for _ in range(2))
+    h = torch.empty(z.shape, dtype=torch.float32)
+    stats = (e, b, 1) if z.dim() == 3 else (b, 1)  # as torch.native_layer_norm returns mean and rstd
+    mean, rstd = torch.empty(stats, dtype=torch.float32), torch.empty(stats, dtype=torch.float32)
     _library().rs_ln_act_forward(z.data_ptr(), zse, zsb, bias.data_ptr(), gamma.data_ptr(), beta.data_ptr(),
                                  _member_stride(gamma, e), h.data_ptr(), mean.data_ptr(), rstd.data_ptr(), e, b,
                                  h_dim, ACT_CODES[act], eps, torch.get_num_threads())
@@ -143,7 +138,7 @@ def ln_act_forward(z: torch.Tensor, bias: torch.Tensor, gamma: torch.Tensor, bet
 def act_forward(z: torch.Tensor, bias: torch.Tensor, act: str) -> torch.Tensor:
     """h = act(z + bias), without LayerNorm; `z` is left as it is."""
     e, b, h_dim, zse, zsb = _rows(z)
-    h = torch.empty(z.shape, dtype=z.dtype)
+    h = torch.empty(z.shape, dtype=torch.float32)
     _library().rs_act_forward(z.data_ptr(), zse, zsb, bias.data_ptr(), _member_stride(bias, e), h.data_ptr(), e, b,
                               h_dim, ACT_CODES[act], torch.get_num_threads())
     return h
@@ -157,13 +152,16 @@ def ln_act_backward(
     parameter gradients (d gamma, d beta, d bias), shaped like gamma."""
     e, b, h_dim, xse, xsb = _rows(x)
     dh = dh.contiguous()
-    dz = torch.empty(dh.shape, dtype=dh.dtype)
-    dgamma, dbeta, dbias = (torch.empty_like(gamma) for _ in range(3)) if grads else (None, None, None)
-    ptr = lambda t: None if t is None else t.data_ptr()  # noqa: E731
+    dz = torch.empty(dh.shape, dtype=torch.float32)
+    if grads:
+        dgamma, dbeta, dbias = torch.empty((3, *gamma.shape), dtype=torch.float32)  # unpacked: three views
+        pointers = dgamma.data_ptr(), dbeta.data_ptr(), dbias.data_ptr()
+    else:
+        dgamma = dbeta = dbias = None
+        pointers = None, None, None
     _library().rs_ln_act_backward(dh.data_ptr(), h.data_ptr(), x.data_ptr(), xse, xsb, mean.data_ptr(),
                                   rstd.data_ptr(), gamma.data_ptr(), _member_stride(gamma, e), dz.data_ptr(),
-                                  ptr(dgamma), ptr(dbeta), ptr(dbias), e, b, h_dim, ACT_CODES[act],
-                                  torch.get_num_threads())
+                                  *pointers, e, b, h_dim, ACT_CODES[act], torch.get_num_threads())
     return dz, dgamma, dbeta, dbias
 
 
@@ -172,7 +170,7 @@ def act_backward(dh: torch.Tensor, h: torch.Tensor, act: str,
     """dL/dz through `act_forward`, and d bias (shaped like `bias`) when `bias` is given."""
     e, b, h_dim, _, _ = _rows(h)
     dh = dh.contiguous()
-    dz = torch.empty(dh.shape, dtype=dh.dtype)
+    dz = torch.empty(dh.shape, dtype=torch.float32)
     dbias = None if bias is None else torch.empty_like(bias)
     _library().rs_act_backward(dh.data_ptr(), h.data_ptr(), dz.data_ptr(), None if dbias is None else dbias.data_ptr(),
                                0 if bias is None else _member_stride(bias, e), e, b, h_dim, ACT_CODES[act],
