@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The GPU checks of issues 2 and 5 in one call on a lent GPU machine (BENCHMARKS.md has the results):
-#   1. tests/policies/test_cuda_graph.py (the whole-update CUDA graph learns like the eager update),
+#   1. tests/policies/test_cuda_graph.py (the whole-update CUDA graph learns like the eager update) and
+#      test_sac_backprop.py (the explicit update on the GPU matches autograd),
 #   2. learner_throughput --device cuda (state rows eager and graphed, image rows, SB3 on the same GPU),
-#   3. pick_cube_images on the GPU (pixels, 20 demos, a wall-clock cap; state peer at the same steps).
+#   3. pick_cube_images on the GPU (pixels, 20 demos, a wall-clock cap; state peer at the same steps);
+#      PICK_MINUTES=0 skips it.
 # Packages the machine lacks may travel as wheels in .whl/ (python 3.12), the EGL loader as .deb files
 # in .gl/ (see the device notes); results and logs go to $OUT (default runs/gpu_checks).
 set -u
@@ -22,9 +24,10 @@ export MUJOCO_GL=egl PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python3 -c "import torch, mujoco; print('torch', torch.__version__, 'mujoco', mujoco.__version__)"
 
-python3 -m pytest -q -p no:cacheprovider tests/policies/test_cuda_graph.py 2>&1 | tee "$OUT/tests.log" | tail -5
+python3 -m pytest -q -p no:cacheprovider tests/policies/test_cuda_graph.py tests/policies/test_sac_backprop.py 2>&1 | tee "$OUT/tests.log" | tail -5
 timeout 240 python3 -m benchmarks.learner_throughput --device cuda --image_batch 256 2>&1 | tee "$OUT/learner.log"
 cp benchmarks/results/learner_throughput.json "$OUT/"
+[ "${PICK_MINUTES:-2.5}" = 0 ] && exit 0
 timeout 300 python3 -m benchmarks.pick_cube_images --device cuda --compile cuda-graph --steps 20000 \
     --eval_every 1000 --eval_episodes 10 --batch 256 --utd 4 --max_minutes "${PICK_MINUTES:-2.5}" \
     --peer_max_minutes 1 2>&1 | tee "$OUT/pick.log" | grep -v "^\s*$" | tail -40
