@@ -1,12 +1,16 @@
-"""Fused CPU kernels for the MLP hidden layers of the explicit SAC update (policies/sac_backprop.py).
+"""Fused CPU kernels for the explicit SAC update (policies/sac_backprop.py): MLP hidden layers and the
+squashed-Gaussian policy head.
 
 Why: after the matrix products, a SAC update on a CPU spends most of its time in memory-bound
-elementwise kernels. With ATen, one LayerNorm/tanh hidden layer costs a bias copy, the layer norm, the
-per-member affine and the activation forward, and the activation and layer-norm backward, two products
-and three reductions backward: ~10 passes over a (E, B, H) tensor, each with its own dispatch and thread
-fork. ``native/fused_layers.c`` does each direction in one pass per row (~2.5x faster backward, ~1.4x
-forward at 2 critics; the forward is bound by tanh itself). The math is the ATen path's, summed in a
-different order: tests/policies/test_fused_layers.py checks both against each other.
+elementwise kernels and in the dispatch of many small ops. With ATen, one LayerNorm/tanh hidden layer costs
+a bias copy, the layer norm, the per-member affine and the activation forward, and the activation and
+layer-norm backward, two products and three reductions backward: ~10 passes over a (E, B, H) tensor, each
+with its own dispatch and thread fork. ``native/fused_layers.c`` does each direction in one pass per row
+(~2.8x faster backward, ~1.4x forward at 2 critics, where tanh itself bounds the forward); the backward of a
+layer without LayerNorm also gives its bias gradient in the same pass; the actor's tanh-Gaussian head
+(clamp, exp, tanh, log-probability; ~14 ATen ops forward, ~15 backward) is one call each way. The math is
+the ATen path's, summed in a different order: tests/policies/test_fused_layers.py checks the kernels
+against float64 autograd, and the whole-update tests run with and without them.
 
 Contract of every function here: float32 CPU tensors whose last dimension is contiguous; a layer's
 pre-activation `z` is (E, B, H) (an ensemble, any strides with stride 1 last) or (N, H) (one network);
@@ -44,9 +48,10 @@ ACT_CODES = {"tanh": 0, "relu": 1}
 _P, _L, _I, _F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
     "rs_ln_act_forward": [_P, _L, _L, _P, _P, _P, _L, _P, _P, _P, _L, _L, _L, _I, _F, _I],
-    "rs_act_forward": [_P, _L, _L, _P, _L, _P, _L, _L, _L, _I, _I],
-    "rs_ln_act_backward": [_P, _P, _P, _L, _L, _P, _P, _P, _L, _P, _P, _P, _P, _L, _L, _L, _I, _I],
-    "rs_act_backward": [_P, _P, _P, _P, _L, _L, _L, _L, _I, _I],
+    "rs_ln_act_backward": [_P, _L, _L, _P, _P, _P, _L, _L, _P, _P, _P, _L, _P, _P, _P, _P, _L, _L, _L, _I, _I],
+    "rs_act_backward": [_P, _L, _L, _P, _P, _P, _P, _L, _L, _L, _L, _I, _I],
+    "rs_tanh_gaussian_forward": [_P, _P, _L, _P, _L, _L, _F, _F, _P, _P],
+    "rs_tanh_gaussian_backward": [_P, _L, _P, _P, _P, _F, _L, _L, _F, _F, _P, _P],
 }
 
 
@@ -135,44 +140,91 @@ def ln_act_forward(z: torch.Tensor, bias: torch.Tensor, gamma: torch.Tensor, bet
     return h, mean, rstd
 
 
-def act_forward(z: torch.Tensor, bias: torch.Tensor, act: str) -> torch.Tensor:
-    """h = act(z + bias), without LayerNorm; `z` is left as it is."""
-    e, b, h_dim, zse, zsb = _rows(z)
-    h = torch.empty(z.shape, dtype=torch.float32)
-    _library().rs_act_forward(z.data_ptr(), zse, zsb, bias.data_ptr(), _member_stride(bias, e), h.data_ptr(), e, b,
-                              h_dim, ACT_CODES[act], torch.get_num_threads())
-    return h
+def _upstream(dh: torch.Tensor, row_scale: torch.Tensor | None, like: torch.Tensor) -> tuple[int, int, int | None]:
+    """(member stride, row stride, row-scale pointer) of the upstream gradient `dh` (times `row_scale` (E, B)
+    per row when given; then dh may be (E, 1, H), one vector per member) for activations `like`, which must
+    be contiguous (the kernels read them row after row)."""
+    if not like.is_contiguous():
+        raise ValueError(f"fused layer kernels: the activations must be contiguous, got strides {like.stride()}")
+    dh = dh.expand(like.shape)
+    _rows(dh)  # dtype, device, contiguous last dimension
+    if row_scale is None:
+        return (0 if dh.dim() == 2 else dh.stride(0)), dh.stride(-2), None
+    row_scale = row_scale.contiguous()
+    if row_scale.shape != like.shape[:-1] or row_scale.dtype != torch.float32:
+        raise ValueError(f"fused layer kernels: row_scale must be float32 {tuple(like.shape[:-1])}, "
+                         f"got {row_scale.dtype} {tuple(row_scale.shape)}")
+    return (0 if dh.dim() == 2 else dh.stride(0)), dh.stride(-2), row_scale.data_ptr()
 
 
 def ln_act_backward(
     dh: torch.Tensor, h: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
-    gamma: torch.Tensor, act: str, grads: bool
+    gamma: torch.Tensor, act: str, grads: bool, row_scale: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
-    """dL/dz for dL/dh = `dh` through `ln_act_forward` (x: the z + bias it left), and with `grads` the
-    parameter gradients (d gamma, d beta, d bias), shaped like gamma."""
+    """dL/dz for dL/dh = `dh` (times `row_scale` per row, see `_upstream`) through `ln_act_forward` (x: the
+    z + bias it left), and with `grads` the parameter gradients (d gamma, d beta, d bias), shaped like gamma."""
     e, b, h_dim, xse, xsb = _rows(x)
-    dh = dh.contiguous()
-    dz = torch.empty(dh.shape, dtype=torch.float32)
+    dhse, dhsb, scale = _upstream(dh, row_scale, h)
+    dz = torch.empty(h.shape, dtype=torch.float32)
     if grads:
         dgamma, dbeta, dbias = torch.empty((3, *gamma.shape), dtype=torch.float32)  # unpacked: three views
         pointers = dgamma.data_ptr(), dbeta.data_ptr(), dbias.data_ptr()
     else:
         dgamma = dbeta = dbias = None
         pointers = None, None, None
-    _library().rs_ln_act_backward(dh.data_ptr(), h.data_ptr(), x.data_ptr(), xse, xsb, mean.data_ptr(),
-                                  rstd.data_ptr(), gamma.data_ptr(), _member_stride(gamma, e), dz.data_ptr(),
-                                  *pointers, e, b, h_dim, ACT_CODES[act], torch.get_num_threads())
+    _library().rs_ln_act_backward(dh.data_ptr(), dhse, dhsb, scale, h.data_ptr(), x.data_ptr(), xse, xsb,
+                                  mean.data_ptr(), rstd.data_ptr(), gamma.data_ptr(), _member_stride(gamma, e),
+                                  dz.data_ptr(), *pointers, e, b, h_dim, ACT_CODES[act], torch.get_num_threads())
     return dz, dgamma, dbeta, dbias
 
 
-def act_backward(dh: torch.Tensor, h: torch.Tensor, act: str,
-                 bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """dL/dz through `act_forward`, and d bias (shaped like `bias`) when `bias` is given."""
+def act_backward(dh: torch.Tensor, h: torch.Tensor, act: str, bias: torch.Tensor | None,
+                 row_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """dL/dz through h = act(z) (a layer without LayerNorm; dh and row_scale as in `ln_act_backward`), and
+    d bias (shaped like `bias`: the column sums of dL/dz) when `bias` is given."""
     e, b, h_dim, _, _ = _rows(h)
-    dh = dh.contiguous()
-    dz = torch.empty(dh.shape, dtype=torch.float32)
+    dhse, dhsb, scale = _upstream(dh, row_scale, h)
+    dz = torch.empty(h.shape, dtype=torch.float32)
     dbias = None if bias is None else torch.empty_like(bias)
-    _library().rs_act_backward(dh.data_ptr(), h.data_ptr(), dz.data_ptr(), None if dbias is None else dbias.data_ptr(),
+    _library().rs_act_backward(dh.data_ptr(), dhse, dhsb, scale, h.data_ptr(), dz.data_ptr(),
+                               None if dbias is None else dbias.data_ptr(),
                                0 if bias is None else _member_stride(bias, e), e, b, h_dim, ACT_CODES[act],
                                torch.get_num_threads())
     return dz, dbias
+
+
+def _check_rows(*tensors: torch.Tensor) -> None:
+    for t in tensors:
+        if t.dtype != torch.float32 or not t.is_cpu or t.stride(-1) != 1:
+            raise ValueError(f"fused layer kernels: expected float32 CPU tensors with a contiguous last dimension, "
+                             f"got {t.dtype} on {t.device} with strides {t.stride()}")
+
+
+def tanh_gaussian_forward(head_out: torch.Tensor, eps: torch.Tensor, log_std_min: float,
+                          log_std_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """SAC's squashed Gaussian from the actor head's (N, 2A) output [mu, log sigma] and noise eps (N, A):
+    the action tanh(mu + sigma eps) (N, A) and its log-probability (N,), as `policies.sac.squashed_gaussian`
+    with log sigma clamped to [log_std_min, log_std_max]."""
+    eps = eps.contiguous()
+    _check_rows(head_out, eps)
+    n, a = eps.shape
+    action, log_prob = torch.empty((n, a), dtype=torch.float32), torch.empty(n, dtype=torch.float32)
+    _library().rs_tanh_gaussian_forward(head_out.data_ptr(), head_out[:, a:].data_ptr(), head_out.stride(0),
+                                        eps.data_ptr(), n, a, log_std_min, log_std_max, action.data_ptr(),
+                                        log_prob.data_ptr())
+    return action, log_prob
+
+
+def tanh_gaussian_backward(head_out: torch.Tensor, eps: torch.Tensor, action: torch.Tensor, d_action: torch.Tensor,
+                           d_log_prob: float, log_std_min: float,
+                           log_std_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """dL/d head_out (N, 2A) and its column sums (the head bias gradient) for dL/da = `d_action` and
+    dL/dlog pi = `d_log_prob` on every row, through `tanh_gaussian_forward` (eps held fixed)."""
+    eps, action, d_action = eps.contiguous(), action.contiguous(), d_action.contiguous()
+    _check_rows(head_out, eps, action, d_action)
+    n, a = eps.shape
+    d_out, d_bias = torch.empty((n, 2 * a), dtype=torch.float32), torch.empty(2 * a, dtype=torch.float32)
+    _library().rs_tanh_gaussian_backward(head_out[:, a:].data_ptr(), head_out.stride(0), eps.data_ptr(),
+                                         action.data_ptr(), d_action.data_ptr(), d_log_prob, n, a, log_std_min,
+                                         log_std_max, d_out.data_ptr(), d_bias.data_ptr())
+    return d_out, d_bias

@@ -130,10 +130,8 @@ class EnsembleLinear(nn.Module):
         w, b = (self.weight.detach(), self.bias.detach()) if detach else (self.weight, self.bias)
         if members is not None:  # evaluate only these members (e.g. the REDQ target subset)
             w, b = w[members], b[members]
-        if x.dim() == 2:  # the same input for every member: one (B, in) x (in, E*out) GEMM
-            e, i, o = w.shape
-            out = x @ w.transpose(0, 1).reshape(i, e * o)  # (B, E*out)
-            return out.view(x.shape[0], e, o).transpose(0, 1) + b  # (E, B, out)
+        if x.dim() == 2:  # the same (B, in) input for every member: broadcast, not copied
+            x = x.expand(w.shape[0], *x.shape)
         return torch.baddbmm(b, x, w)  # (E, B, in) @ (E, in, out) + (E, 1, out)
 
 

@@ -42,6 +42,7 @@ ACTIVATION_BACKWARD = {
     "tanh": torch.ops.aten.tanh_backward,  # (grad, output) -> grad * (1 - output^2)
     "relu": lambda grad, out: torch.ops.aten.threshold_backward(grad, out, 0.0),  # grad where output > 0
 }
+IN_PLACE = {"tanh": torch.tanh_, "relu": torch.relu_}  # on a fresh GEMM output nothing else reads
 LAYER_NORM_EPS = 1e-5  # F.layer_norm's default, which EnsembleLayerNorm uses
 
 
@@ -73,12 +74,16 @@ def _activation_of(module: nn.Module) -> str:
 # ---------------------------------------------------------------------------------------------
 # Critic ensemble: (E, B, .) activations, weights (E, in, out)
 # ---------------------------------------------------------------------------------------------
+def _critic_layers(critic: CriticEnsemble) -> list[tuple[nn.Module, nn.Module | None]]:
+    """(EnsembleLinear, EnsembleLayerNorm or None) per hidden layer (ModuleList indexing is slow: iterated once)."""
+    linears = list(critic.linears)
+    return list(zip(linears, [None] * len(linears) if critic.norms is None else critic.norms, strict=True))
+
+
 def _ensemble_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """x W per member, no bias: (B, in) shared by all members (one GEMM; the (E, B, out) result is a strided
-    view) or (E, B, in)."""
+    """x W per member, no bias: (B, in) shared by all members (broadcast, not copied) or (E, B, in)."""
     if x.dim() == 2:
-        e, i, o = weight.shape
-        return (x @ weight.transpose(0, 1).reshape(i, e * o)).view(x.shape[0], e, o).transpose(0, 1)
+        x = x.expand(weight.shape[0], *x.shape)
     return torch.bmm(x, weight)
 
 
@@ -92,26 +97,20 @@ def critic_forward(
     pick = (lambda p: p) if members is None else (lambda p: p[members])  # noqa: E731
     activation = _activation_of(critic.activation)
     tape = []
-    for i, linear in enumerate(critic.linears):
-        norm = None if critic.norms is None else critic.norms[i]
-        if fused:
+    for linear, norm in _critic_layers(critic):
+        if norm is None:  # no kernel needed: the GEMM adds the bias, the activation runs in place
+            tape.append(Layer(x, None, None, None, None, h := IN_PLACE[activation](linear(x, members=members))))
+        elif fused:
             z = _ensemble_matmul(x, pick(linear.weight))
-            if norm is None:
-                tape.append(Layer(x, None, None, None, None, h := fused_layers.act_forward(z, pick(linear.bias),
-                                                                                           activation)))
-            else:
-                h, mean, rstd = fused_layers.ln_act_forward(z, pick(linear.bias), pick(norm.weight), pick(norm.bias),
-                                                            activation, LAYER_NORM_EPS)
-                tape.append(Layer(x, z, mean, rstd, None, h))  # z now holds x W + b
+            h, mean, rstd = fused_layers.ln_act_forward(z, pick(linear.bias), pick(norm.weight), pick(norm.bias),
+                                                        activation, LAYER_NORM_EPS)
+            tape.append(Layer(x, z, mean, rstd, None, h))  # z now holds x W + b
         else:
-            z = linear(x, members=members)  # (E, B, h); the first layer's shared (B, in) input is one GEMM
-            if norm is None:
-                tape.append(Layer(x, None, None, None, None, h := critic.activation(z)))
-            else:
-                normed, mean, rstd = torch.native_layer_norm(z, (norm.dim,), norm.unit_scale, norm.zero_shift,
-                                                              LAYER_NORM_EPS)
-                h = critic.activation(torch.addcmul(pick(norm.bias), normed, pick(norm.weight)))
-                tape.append(Layer(x, z, mean, rstd, normed, h))
+            z = linear(x, members=members)  # (E, B, h)
+            normed, mean, rstd = torch.native_layer_norm(z, (norm.dim,), norm.unit_scale, norm.zero_shift,
+                                                          LAYER_NORM_EPS)
+            h = critic.activation(torch.addcmul(pick(norm.bias), normed, pick(norm.weight)))
+            tape.append(Layer(x, z, mean, rstd, normed, h))
         x = h
     return critic.head(x, members=members).squeeze(-1), tape
 
@@ -128,22 +127,26 @@ def critic_backward(
     `fused`: the tape came from `critic_forward(..., fused=True)`.
     """
     activation = _activation_of(critic.activation)
-    dq = dq.unsqueeze(-1)  # (E, B, 1)
     head = critic.head
     if weights:
-        head.weight.grad = torch.bmm(tape[-1].h.transpose(1, 2), dq)
-        head.bias.grad = dq.sum(1, keepdim=True)
-    dh = dq * head.weight.transpose(1, 2)  # (E, B, 1) * (E, 1, h): the head has one output
+        head.weight.grad = torch.bmm(tape[-1].h.transpose(1, 2), dq.unsqueeze(-1))
+        head.bias.grad = dq.sum(1, keepdim=True).unsqueeze(-1)
+    # The head has one output: dL/dh of the last hidden layer is dq (E, B) times the head's weights (E, 1, h).
+    # The fused kernels take that product row by row; ATen materialises it.
+    dh, row_scale = head.weight.transpose(1, 2), dq
+    if not fused:
+        dh, row_scale = dq.unsqueeze(-1) * dh, None
+    layers = _critic_layers(critic)
     for i in reversed(range(len(tape))):
-        layer, linear = tape[i], critic.linears[i]
-        norm = None if critic.norms is None else critic.norms[i]
+        layer, (linear, norm) = tape[i], layers[i]
         if fused and norm is not None:
             dz, dgamma, dbeta, dbias = fused_layers.ln_act_backward(dh, layer.h, layer.z, layer.mean, layer.rstd,
-                                                                    norm.weight, activation, grads=weights)
+                                                                    norm.weight, activation, weights, row_scale)
             if weights:
                 norm.weight.grad, norm.bias.grad, linear.bias.grad = dgamma, dbeta, dbias
         elif fused:
-            dz, dbias = fused_layers.act_backward(dh, layer.h, activation, linear.bias if weights else None)
+            dz, dbias = fused_layers.act_backward(dh, layer.h, activation, linear.bias if weights else None,
+                                                  row_scale)
             if weights:
                 linear.bias.grad = dbias
         else:
@@ -161,7 +164,7 @@ def critic_backward(
             # the first layer's input is shared by all members: (in, B) @ (E, B, h) broadcasts to (E, in, h)
             linear.weight.grad = torch.matmul(layer.x.transpose(-1, -2), dz)
         if i > 0:
-            dh = torch.bmm(dz, linear.weight.transpose(1, 2))
+            dh, row_scale = torch.bmm(dz, linear.weight.transpose(1, 2)), None
         elif input_cols is not None:
             return torch.bmm(dz, linear.weight[:, input_cols].transpose(1, 2)).sum(0)
     return None
@@ -173,12 +176,12 @@ def critic_backward(
 @dataclass
 class ActorTape:
     layers: list[Layer]
-    log_std: torch.Tensor  # before the clamp
+    head_out: torch.Tensor  # (B, 2A): mu, then log sigma before the clamp
     eps: torch.Tensor
     action: torch.Tensor
 
     def rows(self, rows: slice) -> ActorTape:
-        return ActorTape([layer.rows(rows) for layer in self.layers], self.log_std[rows], self.eps[rows],
+        return ActorTape([layer.rows(rows) for layer in self.layers], self.head_out[rows], self.eps[rows],
                          self.action[rows])
 
 
@@ -199,39 +202,45 @@ def actor_forward(
     `TanhGaussianActor.sample` draws it unless given. `fused`: hidden layers as fused_layers kernels."""
     x, layers = obs, []
     for linear, norm, act in _trunk_layers(actor):
-        if fused:
+        if norm is None:  # the GEMM adds the bias, the activation runs in place
+            layers.append(Layer(x, None, None, None, None,
+                                h := IN_PLACE[act](torch.addmm(linear.bias, x, linear.weight.t()))))
+        elif fused:
             z = torch.mm(x, linear.weight.t())
-            if norm is None:
-                layers.append(Layer(x, None, None, None, None, h := fused_layers.act_forward(z, linear.bias, act)))
-            else:
-                h, mean, rstd = fused_layers.ln_act_forward(z, linear.bias, norm.weight, norm.bias, act, norm.eps)
-                layers.append(Layer(x, z, mean, rstd, None, h))
+            h, mean, rstd = fused_layers.ln_act_forward(z, linear.bias, norm.weight, norm.bias, act, norm.eps)
+            layers.append(Layer(x, z, mean, rstd, None, h))
         else:
             z = torch.addmm(linear.bias, x, linear.weight.t())
-            if norm is None:
-                layers.append(Layer(x, None, None, None, None, h := ACTIVATIONS[act][1](z)))
-            else:
-                y, mean, rstd = torch.native_layer_norm(z, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
-                layers.append(Layer(x, z, mean, rstd, None, h := ACTIVATIONS[act][1](y)))
+            y, mean, rstd = torch.native_layer_norm(z, norm.normalized_shape, norm.weight, norm.bias, norm.eps)
+            layers.append(Layer(x, z, mean, rstd, None, h := ACTIVATIONS[act][1](y)))
         x = h
-    mean, log_std = torch.addmm(actor.head.bias, x, actor.head.weight.t()).chunk(2, dim=-1)
+    head_out = torch.addmm(actor.head.bias, x, actor.head.weight.t())
+    mean, log_std = head_out.chunk(2, dim=-1)
     eps = torch.randn_like(mean) if eps is None else eps
-    action, log_prob = squashed_gaussian(mean, log_std.clamp(actor.log_std_min, actor.log_std_max), eps)
-    return action, log_prob, ActorTape(layers, log_std, eps, action)
+    if fused:
+        action, log_prob = fused_layers.tanh_gaussian_forward(head_out, eps, actor.log_std_min, actor.log_std_max)
+    else:
+        action, log_prob = squashed_gaussian(mean, log_std.clamp(actor.log_std_min, actor.log_std_max), eps)
+    return action, log_prob, ActorTape(layers, head_out, eps, action)
 
 
 def actor_backward(actor: TanhGaussianActor, tape: ActorTape, d_action: torch.Tensor, d_log_prob: torch.Tensor,
                    fused: bool = False) -> None:
     """Write dL/dparameter into the actor's `.grad`s for a loss L with dL/da = `d_action` (B, A) and
     dL/dlog pi = `d_log_prob` (a 0-d tensor, the same for every row: alpha / B in SAC's actor loss)."""
-    a, eps = tape.action, tape.eps
-    std = tape.log_std.clamp(actor.log_std_min, actor.log_std_max).exp()  # recomputed: (B, A), cheap
-    du = torch.addcmul(d_action * (1.0 - a.square()), a, 2.0 * d_log_prob)
-    inside = (tape.log_std >= actor.log_std_min) & (tape.log_std <= actor.log_std_max)
-    d_log_std = (du * std * eps - d_log_prob) * inside
-    d_out = torch.cat([du, d_log_std], dim=-1)  # (B, 2A) in the head's (mu, log sigma) order
+    a, eps, lo, hi = tape.action, tape.eps, actor.log_std_min, actor.log_std_max
+    if fused:
+        d_out, actor.head.bias.grad = fused_layers.tanh_gaussian_backward(tape.head_out, eps, a, d_action,
+                                                                          float(d_log_prob), lo, hi)
+    else:
+        log_std = tape.head_out[:, a.shape[-1]:]
+        std = log_std.clamp(lo, hi).exp()  # recomputed: (B, A), cheap
+        du = torch.addcmul(d_action * (1.0 - a.square()), a, 2.0 * d_log_prob)
+        inside = (log_std >= lo) & (log_std <= hi)
+        d_log_std = (du * std * eps - d_log_prob) * inside
+        d_out = torch.cat([du, d_log_std], dim=-1)  # (B, 2A) in the head's (mu, log sigma) order
+        actor.head.bias.grad = d_out.sum(0)
     actor.head.weight.grad = d_out.t() @ tape.layers[-1].h
-    actor.head.bias.grad = d_out.sum(0)
     dh = d_out @ actor.head.weight
     layers = _trunk_layers(actor)
     for i in reversed(range(len(layers))):
@@ -287,22 +296,23 @@ def explicit_update(agent: SACAgent, block: dict[str, torch.Tensor]) -> dict[str
         critic_backward(critic, tape, error * (2.0 / b), weights=True, fused=fused)  # d/dq of sum_E mean_B error^2
         agent.critic_updater.step()
         polyak_update(agent.target_params, agent.critic_params, cfg.tau)
-    critic_loss = error.square().mean(1).sum()
+    critic_loss = error.square().mean()  # sum over members of the mean over rows, / E: the logged figure
 
     # Actor: L = mean_B(alpha * log pi(a|s) - mean_E Q_e(s, a)), critics held fixed.
     alpha = agent.log_alpha.exp()
     action, log_prob, actor_tape = actions[b:], log_probs[b:], actor_tape.rows(slice(b, None))
     q_pi, q_tape = critic_forward(critic, actor_batch["obs"], action, fused)
-    actor_loss = (alpha * log_prob - q_pi.mean(0)).mean()
+    log_prob_mean = log_prob.mean()
+    actor_loss = alpha * log_prob_mean - q_pi.mean()  # = mean_B(alpha log pi - mean_E Q), for the log
     d_action = critic_backward(critic, q_tape, torch.full_like(q_pi, -1.0 / q_pi.numel()), weights=False,
                                input_cols=slice(-action.shape[-1], None), fused=fused)
     actor_backward(actor, actor_tape, d_action, alpha / b, fused)
     agent.actor_updater.step()
 
     # Temperature: L = -mean_B(alpha * (log pi + target entropy)), d/dlog alpha = L.
-    temperature_loss = -(alpha * (log_prob + agent.target_entropy)).mean()
+    temperature_loss = -alpha * (log_prob_mean + agent.target_entropy)
     agent.log_alpha.grad = temperature_loss.clone()
     agent.temperature_updater.step()
-    return {"train/critic_loss": critic_loss / cfg.num_critics, "train/q_mean": q.mean(),
-            "train/actor_loss": actor_loss, "train/entropy": -log_prob.mean(),
+    return {"train/critic_loss": critic_loss, "train/q_mean": q.mean(),
+            "train/actor_loss": actor_loss, "train/entropy": -log_prob_mean,
             "train/temperature": agent.log_alpha.exp(), "train/temperature_loss": temperature_loss}

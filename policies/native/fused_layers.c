@@ -1,13 +1,16 @@
-/* Fused CPU kernels for one hidden layer of the SAC MLPs, after its matrix product z = x W:
+/* Fused CPU kernels for the explicit SAC update's MLP layers (policies/sac_backprop.py), after a hidden
+ * layer's matrix product z = x W:
  *
- *     forward   h = act(LayerNorm(z + b) * gamma + beta)      (or h = act(z + b) without LayerNorm)
- *     backward  dz, and the column sums that give d bias, d gamma, d beta
+ *     forward   h = act(LayerNorm(z + b) * gamma + beta)
+ *     backward  dz, and the column sums that give d bias, d gamma, d beta (also for h = act(z) without
+ *               LayerNorm, whose forward needs no kernel: the GEMM adds the bias, the activation runs in place)
  *
  * in one pass over each row instead of the 3-6 separate ATen kernels (bias copy, layer norm, affine,
  * activation; their backward, two products and three reductions). Rows are independent; row (e, b) is
  * member e's b-th sample, so an ensemble (E, B, H) and a plain (N, H) layer (E = 1) use the same code.
- * Loaded by policies/fused_layers.py, which documents shapes and strides; built with -fopenmp and the
- * vector math library (tanhf below is declared SIMD, so loops over it call the AVX/AVX-512 variants).
+ * Last, the actor's tanh-squashed Gaussian head, forward and backward. Loaded by policies/fused_layers.py,
+ * which documents shapes and strides; built with -fopenmp and the vector math library (the math functions
+ * are declared SIMD below, so loops over them call the AVX/AVX-512 variants).
  *
  * act: 0 = tanh, 1 = relu. Strides are in floats. The activation's derivative is read from its output:
  * tanh' = 1 - h^2, relu' = [h > 0].
@@ -33,14 +36,15 @@ static inline void activate(const float *y, float *h, long n, int act)
     }
 }
 
-static inline void activation_grad(const float *dh, const float *h, float *dy, long n, int act)
+/* dy = scale * dh * act'(h) */
+static inline void activation_grad(const float *dh, float scale, const float *h, float *dy, long n, int act)
 {
     if (act == ACT_TANH) {
 #pragma omp simd
-        for (long j = 0; j < n; j++) dy[j] = dh[j] * (1.f - h[j] * h[j]);
+        for (long j = 0; j < n; j++) dy[j] = scale * dh[j] * (1.f - h[j] * h[j]);
     } else {
 #pragma omp simd
-        for (long j = 0; j < n; j++) dy[j] = h[j] > 0.f ? dh[j] : 0.f;
+        for (long j = 0; j < n; j++) dy[j] = h[j] > 0.f ? scale * dh[j] : 0.f;
     }
 }
 
@@ -131,25 +135,6 @@ void rs_ln_act_forward(float *z, long zse, long zsb, const float *bias, const fl
     }
 }
 
-/* h = act(z + bias): z strided as above (left unchanged), h contiguous. */
-void rs_act_forward(const float *z, long zse, long zsb, const float *bias, long pse, float *h, long E, long B,
-                    long H, int act, int threads)
-{
-    const long rows = E * B;
-#pragma omp parallel num_threads(threads)
-    {
-        float *y = malloc((size_t)H * sizeof(float));
-#pragma omp for schedule(static)
-        for (long r = 0; r < rows; r++) {
-            const float *x = ROW(z, zse, zsb, r, B), *b = bias + (r / B) * pse;
-#pragma omp simd
-            for (long j = 0; j < H; j++) y[j] = x[j] + b[j];
-            activate(y, h + r * H, H, act);
-        }
-        free(y);
-    }
-}
-
 /* Column sums per member: each thread adds its rows into its own (E, K * H) slice of `partial`, then the
  * slices are summed into out[k] (E, H, member stride pse). Deterministic for a fixed thread count. */
 static void reduce_partials(const float *partial, int threads, long E, long H, int K, float **out, long pse)
@@ -165,10 +150,13 @@ static void reduce_partials(const float *partial, int threads, long E, long H, i
     }
 }
 
-/* Backward of rs_ln_act_forward. dh, h: contiguous (E, B, H); x: the forward's z + bias, strided (xse, xsb);
- * dx: contiguous (E, B, H), may be dh itself. dgamma, dbeta, dbias (member stride pse) are written when
+/* Backward of rs_ln_act_forward. The upstream gradient of row r is row_scale[r] * dh_r (row_scale NULL: 1),
+ * dh strided (dhse, dhsb): a contiguous (E, B, H), or with row stride 0 one vector per member (a one-output
+ * head's weights, times dL/dQ per row as row_scale). h: contiguous (E, B, H); x: the forward's z + bias,
+ * strided (xse, xsb); dx: contiguous (E, B, H). dgamma, dbeta, dbias (member stride pse) are written when
  * dgamma is not NULL (the weight gradients), else only dx is computed (a gradient for the input only). */
-void rs_ln_act_backward(const float *dh, const float *h, const float *x, long xse, long xsb, const float *mean,
+void rs_ln_act_backward(const float *dh, long dhse, long dhsb, const float *row_scale, const float *h,
+                        const float *x, long xse, long xsb, const float *mean,
                         const float *rstd, const float *gamma, long pse, float *dx, float *dgamma, float *dbeta,
                         float *dbias, long E, long B, long H, int act, int threads)
 {
@@ -185,7 +173,7 @@ void rs_ln_act_backward(const float *dh, const float *h, const float *x, long xs
             const float *xr = ROW(x, xse, xsb, r, B), *g = gamma + e * pse;
             float *dxr = dx + r * H;
             const float m = mean[r], rs = rstd[r];
-            activation_grad(dh + r * H, h + r * H, dy, H, act);
+            activation_grad(ROW(dh, dhse, dhsb, r, B), row_scale ? row_scale[r] : 1.f, h + r * H, dy, H, act);
 #pragma omp simd
             for (long j = 0; j < H; j++) {
                 n[j] = (xr[j] - m) * rs;
@@ -219,10 +207,11 @@ void rs_ln_act_backward(const float *dh, const float *h, const float *x, long xs
     }
 }
 
-/* Backward of rs_act_forward: dz = dh * act'(h) (contiguous, may be dh itself), and dbias (member stride
- * pse) when not NULL. */
-void rs_act_backward(const float *dh, const float *h, float *dz, float *dbias, long pse, long E, long B, long H,
-                     int act, int threads)
+/* Backward of a layer without LayerNorm, h = act(z) (its forward needs no kernel: the GEMM adds the bias
+ * and the activation runs in place): dz = row_scale[r] * dh_r * act'(h) (dh and row_scale as in
+ * rs_ln_act_backward; dz contiguous), and dbias = the column sums of dz (member stride pse) when not NULL. */
+void rs_act_backward(const float *dh, long dhse, long dhsb, const float *row_scale, const float *h, float *dz,
+                     float *dbias, long pse, long E, long B, long H, int act, int threads)
 {
     const long rows = E * B;
     float *partial = dbias ? calloc((size_t)threads * E * H, sizeof(float)) : NULL;
@@ -231,7 +220,8 @@ void rs_act_backward(const float *dh, const float *h, float *dz, float *dbias, l
         const int t = omp_get_thread_num(), T = omp_get_num_threads();
         const long lo = rows * t / T, hi = rows * (t + 1) / T;
         for (long r = lo; r < hi; r++) {
-            activation_grad(dh + r * H, h + r * H, dz + r * H, H, act);
+            activation_grad(ROW(dh, dhse, dhsb, r, B), row_scale ? row_scale[r] : 1.f, h + r * H, dz + r * H, H,
+                            act);
             if (dbias) {
                 float *p = partial + ((size_t)t * E + r / B) * H;
                 const float *d = dz + r * H;
@@ -245,4 +235,77 @@ void rs_act_backward(const float *dh, const float *h, float *dz, float *dbias, l
         reduce_partials(partial, threads, E, H, 1, out, pse);
         free(partial);
     }
+}
+
+/* The tanh-squashed Gaussian policy head (SAC's actor output), per row of N:
+ *     u = mu + exp(clamp(log_sigma, lo, hi)) * eps,   a = tanh(u),
+ *     log pi = sum_k [-eps^2 / 2 - clamp(log_sigma) - log(2 pi) / 2 - 2 (log 2 - u - softplus(-2u))]
+ * mu and log_sigma are (N, A) with row stride `ld` (the two halves of the head's (N, 2A) output). Small
+ * (N x A): one thread; the N * A elements are gathered into contiguous scratch so that the transcendental
+ * functions run as vector calls. softplus(x) = max(x, 0) + log1p(exp(-|x|)): torch's value to float rounding
+ * (torch returns x as is above 20), without a branch. */
+#pragma omp declare simd notinbranch
+float expf(float);
+#pragma omp declare simd notinbranch
+float log1pf(float);
+
+static void gather_rows(const float *src, long ld, long N, long A, float *dst)
+{
+    for (long r = 0; r < N; r++) memcpy(dst + r * A, src + r * ld, (size_t)A * sizeof(float));
+}
+
+void rs_tanh_gaussian_forward(const float *mu, const float *log_sigma, long ld, const float *eps, long N, long A,
+                              float lo, float hi, float *action, float *log_prob)
+{
+    const float half_log_2pi = 0.91893853320467274f, log2 = 0.69314718055994531f;
+    const long n = N * A;
+    float *scratch = malloc((size_t)3 * n * sizeof(float));
+    float *restrict m = scratch, *restrict ls = scratch + n, *restrict term = scratch + 2 * n;
+    gather_rows(mu, ld, N, A, m);
+    gather_rows(log_sigma, ld, N, A, ls);
+#pragma omp simd
+    for (long i = 0; i < n; i++) {
+        float s = ls[i] < lo ? lo : ls[i];
+        s = s > hi ? hi : s;
+        const float e = eps[i], u = m[i] + expf(s) * e, x = -2.f * u;
+        const float softplus = (x > 0.f ? x : 0.f) + log1pf(expf(-fabsf(x)));
+        action[i] = tanhf(u);
+        term[i] = -0.5f * e * e - s - half_log_2pi - 2.f * (log2 - u - softplus);
+    }
+    for (long r = 0; r < N; r++) {
+        float lp = 0.f;
+        for (long k = 0; k < A; k++) lp += term[r * A + k];
+        log_prob[r] = lp;
+    }
+    free(scratch);
+}
+
+/* Backward for a loss L with dL/da = d_action (N, A) and dL/dlog pi = d_log_prob for every row, eps held
+ * fixed (the reparameterisation): d_out (N, 2A) = [dL/dmu, dL/dlog_sigma] in the head's order, and
+ * d_bias (2A) = its column sums. The clamp passes gradient only inside [lo, hi]. */
+void rs_tanh_gaussian_backward(const float *log_sigma, long ld, const float *eps, const float *action,
+                               const float *d_action, float d_log_prob, long N, long A, float lo, float hi,
+                               float *d_out, float *d_bias)
+{
+    const long n = N * A;
+    float *scratch = malloc((size_t)3 * n * sizeof(float));
+    float *restrict ls = scratch, *restrict du = scratch + n, *restrict ds = scratch + 2 * n;
+    gather_rows(log_sigma, ld, N, A, ls);
+#pragma omp simd
+    for (long i = 0; i < n; i++) {
+        const float a = action[i], raw = ls[i];
+        du[i] = d_action[i] * (1.f - a * a) + 2.f * a * d_log_prob;
+        /* inside the clamp the gradient passes; outside log sigma is constant (as autograd's clamp) */
+        ds[i] = raw >= lo && raw <= hi ? (du[i] * expf(raw) * eps[i] - d_log_prob) : 0.f;
+    }
+    memset(d_bias, 0, (size_t)2 * A * sizeof(float));
+    for (long r = 0; r < N; r++) {
+        memcpy(d_out + r * 2 * A, du + r * A, (size_t)A * sizeof(float));
+        memcpy(d_out + r * 2 * A + A, ds + r * A, (size_t)A * sizeof(float));
+        for (long k = 0; k < A; k++) {
+            d_bias[k] += du[r * A + k];
+            d_bias[A + k] += ds[r * A + k];
+        }
+    }
+    free(scratch);
 }

@@ -61,9 +61,8 @@ def test_forward_and_backward_match_autograd(act, layer_norm, h):
             dz_only = fused_layers.ln_act_backward(dh, h_out, zc, mean, rstd, gamma, act, grads=False)
             assert dz_only[1:] == (None, None, None)
             torch.testing.assert_close(dz_only[0], dz, rtol=0, atol=0)
-        else:
-            h_out = fused_layers.act_forward(zc, bias, act)
-            torch.testing.assert_close(zc, z, rtol=0, atol=0)  # left as it was
+        else:  # the forward is ATen's (the GEMM adds the bias, the activation runs in place)
+            h_out = ACT[act](zc + bias).contiguous()
             dz, dbias = fused_layers.act_backward(dh, h_out, act, bias)
         assert h_out.is_contiguous() and dz.is_contiguous()
         torch.testing.assert_close(h_out.double(), expected.detach(), rtol=1e-5, atol=2e-6, msg=f"{name} h")
@@ -85,7 +84,9 @@ def test_bad_inputs_are_refused_with_the_reason():
     with pytest.raises(ValueError, match="float32 CPU"):
         fused_layers.ln_act_forward(torch.zeros(3, 4, dtype=torch.float64), bias, gamma, beta, "tanh", EPS)
     with pytest.raises(ValueError, match="contiguous"):
-        fused_layers.act_forward(torch.zeros(4, 3).t(), bias, "relu")
+        fused_layers.act_backward(torch.zeros(4, 3).t(), torch.zeros(3, 4), "relu", bias)
+    with pytest.raises(ValueError, match="contiguous"):  # the kernels write and read h row after row
+        fused_layers.act_backward(torch.zeros(3, 4), torch.zeros(3, 8)[:, ::2], "relu", bias)
 
 
 def test_without_a_compiler_the_agent_falls_back_to_aten_ops_and_says_so(tmp_path):
@@ -116,3 +117,49 @@ def test_the_agent_uses_the_kernels_only_where_they_apply():
     assert SACAgent(5, 2, SACConfig(hidden_dims=(8,)), cpu).fused_kernels
     assert not SACAgent(5, 2, SACConfig(hidden_dims=(8,), fused_kernels=False), cpu).fused_kernels
     assert not SACAgent(5, 2, SACConfig(hidden_dims=(8,), backward="autograd"), cpu).fused_kernels
+
+
+def test_tanh_gaussian_head_matches_autograd_with_the_clamp_active():
+    """Action, log-probability and their backward through the squashed Gaussian, against float64 autograd of
+    `policies.sac.squashed_gaussian` on the clamped log sigma (some rows below, some above the clamp)."""
+    from policies.sac import squashed_gaussian
+
+    g = torch.Generator().manual_seed(4)
+    n, a, lo, hi = 300, 4, -5.0, 2.0
+    head = torch.randn(n, 2 * a, generator=g) * 3  # log sigma in about [-9, 9]: both clamp bounds hit
+    eps = torch.randn(n, a, generator=g)
+    d_action, d_log_prob = torch.randn(n, a, generator=g), 0.37
+
+    head64 = head.double().requires_grad_(True)
+    mean, log_std = head64.chunk(2, dim=-1)
+    action64, log_prob64 = squashed_gaussian(mean, log_std.clamp(lo, hi), eps.double())
+    ((action64 * d_action.double()).sum() + d_log_prob * log_prob64.sum()).backward()
+
+    action, log_prob = fused_layers.tanh_gaussian_forward(head, eps, lo, hi)
+    torch.testing.assert_close(action.double(), action64.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(log_prob.double(), log_prob64.detach(), rtol=1e-5, atol=1e-4)
+    d_out, d_bias = fused_layers.tanh_gaussian_backward(head, eps, action, d_action, d_log_prob, lo, hi)
+    torch.testing.assert_close(d_out.double(), head64.grad, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(d_bias.double(), head64.grad.sum(0), rtol=1e-4, atol=1e-4)
+    assert (head64.grad[:, a:] == 0).any()  # some log sigmas were clamped: no gradient there
+
+
+@pytest.mark.parametrize("layer_norm", [True, False], ids=["LayerNorm", "no norm"])
+def test_a_row_scaled_upstream_gradient_equals_the_materialised_one(layer_norm):
+    """The critic's last hidden layer gets dL/dh = dL/dQ (E, B) x head weights (E, 1, H); the kernels take the
+    two factors instead of the (E, B, H) product."""
+    z = torch.randn(3, 40, 64)
+    bias, gamma, beta = params((3, 1, 64), seed=5)
+    head_w, dq = torch.randn(3, 1, 64), torch.randn(3, 40)
+    if layer_norm:
+        h, mean, rstd = fused_layers.ln_act_forward(z, bias, gamma, beta, "tanh", EPS)
+        scaled = fused_layers.ln_act_backward(head_w, h, z, mean, rstd, gamma, "tanh", True, row_scale=dq)
+        plain = fused_layers.ln_act_backward(dq.unsqueeze(-1) * head_w, h, z, mean, rstd, gamma, "tanh", True)
+    else:
+        h = torch.relu(z + bias)
+        scaled = fused_layers.act_backward(head_w, h, "relu", bias, row_scale=dq)
+        plain = fused_layers.act_backward(dq.unsqueeze(-1) * head_w, h, "relu", bias)
+    for got, expected in zip(scaled, plain, strict=True):
+        torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="row_scale"):
+        fused_layers.act_backward(head_w, h, "relu", bias, row_scale=dq[:, :7])
