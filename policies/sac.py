@@ -69,13 +69,15 @@ class SACConfig:
     """Opt-in compiled update step: 'compile' (torch.compile) or 'cuda-graph' (GPU only)."""
     backward: str = "auto"
     """How gradients are computed: 'explicit' (hand-derived backward passes, policies/sac_backprop.py: the
-    same update without an autograd graph, 1.1-1.2x the updates/s on a CPU), 'autograd', or 'auto': explicit for
-    state-observation agents on a CPU when `compile` is 'none', autograd otherwise (pixel agents, compiled
-    steps, GPUs, where CUDA graphs are the fast path and explicit is not yet measured)."""
+    same update without an autograd graph; benchmarks/learner_throughput.py has its speed), 'autograd', or
+    'auto': explicit for state-observation agents on a CPU when `compile` is 'none', autograd otherwise (pixel
+    agents, compiled steps, GPUs, where CUDA graphs are the fast path; explicit runs there, tested, but is not
+    timed)."""
     fused_kernels: bool = True
-    """With the explicit backward on a CPU: run each hidden layer's bias, LayerNorm, affine and activation
-    (and their backward) as one compiled kernel (policies/fused_layers.py), built on first use with the
-    system C compiler; without one, or False, ATen ops do the same math."""
+    """With the explicit backward on a CPU: run each LayerNorm hidden layer's bias, LayerNorm, affine and
+    activation, every hidden layer's backward and the actor's squashed-Gaussian head as compiled kernels
+    (policies/fused_layers.py), built on first use with the system C compiler; without one, or False, ATen
+    ops do the same math."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.num_subsample <= self.num_critics:
@@ -306,10 +308,13 @@ class SACAgent:
     def bootstrap(self, batch: dict[str, torch.Tensor], next_q: torch.Tensor,
                   next_log_prob: torch.Tensor) -> torch.Tensor:
         """The critic target from the target members' Q(s', a') (M, B)."""
-        next_v = next_q.min(dim=0).values  # (B,)
+        next_v = next_q.amin(dim=0)  # (B,)
         if self.config.backup_entropy:
             next_v = next_v - self.log_alpha.exp() * next_log_prob
-        return batch["reward"] + bootstrap_discount(batch, self.config.discount) * (1.0 - batch["terminated"]) * next_v
+        discount, not_done = bootstrap_discount(batch, self.config.discount), 1.0 - batch["terminated"]
+        if isinstance(discount, torch.Tensor):  # per row (n-step)
+            not_done, discount = not_done * discount, 1.0
+        return torch.addcmul(batch["reward"], not_done, next_v, value=discount)
 
     def actor_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns the loss and log pi(a|s) of the sampled actions (the temperature step reuses them)."""

@@ -6,9 +6,10 @@ Python cost about as much again. Here every forward that needs a gradient keeps 
 backward reads, and the backward is written out layer by layer with fused ATen kernels
 (`native_layer_norm_backward`, `tanh_backward`, `threshold_backward`). It also skips work autograd cannot
 know to skip: the actor loss takes no critic weight gradients, and the actor's forward on next_obs (for the
-critic target) and on obs (for the actor loss) is one batched forward of 2B rows. Measured with the torch
-profiler at 2 critics, UTD 1: 821 instead of 1,041 ATen calls, ~4.1 instead of ~5.5 ms of op time per update
-(benchmarks/learner_throughput.py --phases); 1.1-1.2x the updates/s end to end.
+critic target) and on obs (for the actor loss) is one batched forward of 2B rows. With `fused=True` (the
+default on a CPU, `SACConfig.fused_kernels`) each LayerNorm hidden layer's epilogue, every hidden layer's
+backward and the actor's squashed-Gaussian head run as compiled kernels (policies/fused_layers.py).
+benchmarks/learner_throughput.py --phases has the per-update times of each variant against autograd.
 
 What stays shared with the autograd path (policies/sac.py): the modules and their parameters, the
 no-grad forwards (target critics, actions for the target), the target formula (`SACAgent.critic_target`),
