@@ -30,6 +30,7 @@ gradient only inside its bounds, as autograd's clamp does.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -47,7 +48,7 @@ IN_PLACE = {"tanh": torch.tanh_, "relu": torch.relu_}  # on a fresh GEMM output 
 LAYER_NORM_EPS = 1e-5  # F.layer_norm's default, which EnsembleLayerNorm uses
 
 
-@dataclass
+@dataclass(slots=True)
 class Layer:
     """What one hidden layer's backward reads: its input, pre-norm output and norm statistics, output."""
 
@@ -75,10 +76,19 @@ def _activation_of(module: nn.Module) -> str:
 # ---------------------------------------------------------------------------------------------
 # Critic ensemble: (E, B, .) activations, weights (E, in, out)
 # ---------------------------------------------------------------------------------------------
-def _critic_layers(critic: CriticEnsemble) -> list[tuple[nn.Module, nn.Module | None]]:
-    """(EnsembleLinear, EnsembleLayerNorm or None) per hidden layer (ModuleList indexing is slow: iterated once)."""
-    linears = list(critic.linears)
-    return list(zip(linears, [None] * len(linears) if critic.norms is None else critic.norms, strict=True))
+_STRUCTURE: weakref.WeakKeyDictionary[nn.Module, tuple] = weakref.WeakKeyDictionary()
+"""Per network, its layer modules in order, found once: a network's modules never change after it is built
+(moving it to a device or loading weights replaces tensors inside the same modules), and walking
+ModuleLists and Sequentials every update costs more Python than some of the kernels it feeds."""
+
+
+def _critic_layers(critic: CriticEnsemble) -> tuple[list[tuple[nn.Module, nn.Module | None]], str]:
+    """(EnsembleLinear, EnsembleLayerNorm or None) per hidden layer, and the activation's name."""
+    if (found := _STRUCTURE.get(critic)) is None:
+        linears = list(critic.linears)
+        norms = [None] * len(linears) if critic.norms is None else list(critic.norms)
+        found = _STRUCTURE[critic] = (list(zip(linears, norms, strict=True)), _activation_of(critic.activation))
+    return found
 
 
 def _ensemble_matmul(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -96,9 +106,9 @@ def critic_forward(
     as policies/fused_layers.py kernels; `members`: evaluate only these members (the REDQ target subset)."""
     x = torch.cat([obs, action], dim=-1)
     pick = (lambda p: p) if members is None else (lambda p: p[members])  # noqa: E731
-    activation = _activation_of(critic.activation)
+    layers, activation = _critic_layers(critic)
     tape = []
-    for linear, norm in _critic_layers(critic):
+    for linear, norm in layers:
         if norm is None:  # no kernel needed: the GEMM adds the bias, the activation runs in place
             tape.append(Layer(x, None, None, None, None, h := IN_PLACE[activation](linear(x, members=members))))
         elif fused:
@@ -127,7 +137,7 @@ def critic_backward(
     dL/d(input columns), summed over members (the actor loss wants d/d action); None returns nothing.
     `fused`: the tape came from `critic_forward(..., fused=True)`.
     """
-    activation = _activation_of(critic.activation)
+    layers, activation = _critic_layers(critic)
     head = critic.head
     if weights:
         head.weight.grad = torch.bmm(tape[-1].h.transpose(1, 2), dq.unsqueeze(-1))
@@ -137,7 +147,6 @@ def critic_backward(
     dh, row_scale = head.weight.transpose(1, 2), dq
     if not fused:
         dh, row_scale = dq.unsqueeze(-1) * dh, None
-    layers = _critic_layers(critic)
     for i in reversed(range(len(tape))):
         layer, (linear, norm) = tape[i], layers[i]
         if fused and norm is not None:
@@ -188,11 +197,13 @@ class ActorTape:
 
 def _trunk_layers(actor: TanhGaussianActor) -> list[tuple[nn.Linear, nn.LayerNorm | None, str]]:
     """(Linear, LayerNorm or None, activation name) per hidden layer of the actor's trunk."""
-    modules, layers = list(actor.trunk), []
-    while modules:
-        linear = modules.pop(0)
-        norm = modules.pop(0) if isinstance(modules[0], nn.LayerNorm) else None
-        layers.append((linear, norm, _activation_of(modules.pop(0))))
+    if (layers := _STRUCTURE.get(actor)) is None:
+        modules, layers = list(actor.trunk), []
+        while modules:
+            linear = modules.pop(0)
+            norm = modules.pop(0) if isinstance(modules[0], nn.LayerNorm) else None
+            layers.append((linear, norm, _activation_of(modules.pop(0))))
+        _STRUCTURE[actor] = layers
     return layers
 
 
