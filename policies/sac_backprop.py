@@ -12,11 +12,12 @@ backward and the actor's squashed-Gaussian head run as compiled kernels (policie
 benchmarks/learner_throughput.py --phases has the per-update times of each variant against autograd.
 
 What stays shared with the autograd path (policies/sac.py): the modules and their parameters, the
-no-grad forwards (target critics, actions for the target), the target formula (`SACAgent.critic_target`),
-the optimizers (`Updater.step` clips and applies the gradients written here) and Polyak averaging. So
-checkpoints are the same, and tests/policies/test_sac_backprop.py checks that one update here moves
-every parameter where the autograd update moves it, for LayerNorm/tanh and ReLU networks, ensembles
-with and without REDQ subsets, UTD > 1 and gradient clipping.
+target formula (`SACAgent.bootstrap`), the optimizers (`Updater.step` clips and applies the gradients
+written here) and Polyak averaging; the no-grad forwards (target critics, actions for the target) run
+through `critic_forward` / `actor_forward` here so they can use the kernels. So checkpoints are the same,
+and tests/policies/test_sac_backprop.py checks that one update here moves every parameter where the
+autograd update moves it, for LayerNorm/tanh and ReLU networks, ensembles with and without REDQ subsets,
+UTD > 1 and gradient clipping, with and without the kernels.
 
 The math, per hidden layer z = x W + b, n = LayerNorm(z), y = n * g + beta, h = act(y):
     dy = act'(h) * dh;  dg = sum_B dy * n;  dbeta = sum_B dy;  dz = LN_backward(dy * g)
