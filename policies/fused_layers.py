@@ -6,7 +6,7 @@ elementwise kernels and in the dispatch of many small ops. With ATen, one LayerN
 a bias copy, the layer norm, the per-member affine and the activation forward, and the activation and
 layer-norm backward, two products and three reductions backward: ~10 passes over a (E, B, H) tensor, each
 with its own dispatch and thread fork. ``native/fused_layers.c`` does each direction in one pass per row
-(~2.8x faster backward, ~1.4x forward at 2 critics, where tanh itself bounds the forward); the backward of a
+(benchmarks/learner_throughput.py --phases times the update with and without them); the backward of a
 layer without LayerNorm also gives its bias gradient in the same pass; the actor's tanh-Gaussian head
 (clamp, exp, tanh, log-probability; ~14 ATen ops forward, ~15 backward) is one call each way. The math is
 the ATen path's, summed in a different order: tests/policies/test_fused_layers.py checks the kernels
