@@ -7,7 +7,10 @@ a bias copy, the layer norm, the per-member affine and the activation forward, a
 layer-norm backward, two products and three reductions backward: ~10 passes over a (E, B, H) tensor, each
 with its own dispatch and thread fork. ``native/fused_layers.c`` does each direction in one pass per row
 (benchmarks/learner_throughput.py --phases times the update with and without them); the backward of a
-layer without LayerNorm also gives its bias gradient in the same pass; the actor's tanh-Gaussian head
+layer without LayerNorm also gives its bias gradient in the same pass. A critic's one-output Q head, a
+(E, B, H) x (E, H, 1) product that runs far below GEMM speed as a batched matmul, is computed in its last
+hidden layer's kernels while each row is in L1: q = h . w + c forward, d w = sum_B dL/dq * h backward. The
+actor's tanh-Gaussian head
 (clamp, exp, tanh, log-probability; ~14 ATen ops forward, ~15 backward) is one call each way. The math is
 the ATen path's, summed in a different order: tests/policies/test_fused_layers.py checks the kernels
 against float64 autograd, and the whole-update tests run with and without them.
@@ -15,7 +18,8 @@ against float64 autograd, and the whole-update tests run with and without them.
 Contract of every function here: float32 CPU tensors whose last dimension is contiguous; a layer's
 pre-activation `z` is (E, B, H) (an ensemble, any strides with stride 1 last) or (N, H) (one network);
 bias, gamma and beta are (E, 1, H) per member or (H,) shared. Outputs are new contiguous tensors, except
-that `ln_act_forward` writes z + bias into `z` itself: its backward reads it.
+that `ln_act_forward` writes z + bias into `z` itself (its backward reads it) and `act_forward` writes h
+there.
 
 Build: on first use, with the system C compiler (-O3 -march=native -fopenmp), cached per source, compiler
 flags, CPU and Python under ``$XDG_CACHE_HOME/robot-stack/native`` (``ROBOT_STACK_CACHE`` overrides), as
@@ -47,9 +51,11 @@ ACT_CODES = {"tanh": 0, "relu": 1}
 
 _P, _L, _I, _F = ctypes.c_void_p, ctypes.c_long, ctypes.c_int, ctypes.c_float
 _SIGNATURES = {
-    "rs_ln_act_forward": [_P, _L, _L, _P, _P, _P, _L, _P, _P, _P, _L, _L, _L, _I, _F, _I],
-    "rs_ln_act_backward": [_P, _L, _L, _P, _P, _P, _L, _L, _P, _P, _P, _L, _P, _P, _P, _P, _L, _L, _L, _I, _I],
-    "rs_act_backward": [_P, _L, _L, _P, _P, _P, _P, _L, _L, _L, _L, _I, _I],
+    "rs_ln_act_forward": [_P, _L, _L, _P, _P, _P, _L, _P, _P, _P, _P, _L, _P, _L, _P, _L, _L, _L, _I, _F, _I],
+    "rs_ln_act_backward": [_P, _L, _L, _P, _P, _P, _L, _L, _P, _P, _P, _L, _P, _P, _P, _P, _P, _L, _L, _L, _I,
+                           _I],
+    "rs_act_forward": [_P, _L, _L, _P, _L, _P, _L, _P, _L, _P, _L, _L, _L, _I, _I],
+    "rs_act_backward": [_P, _L, _L, _P, _P, _P, _P, _P, _L, _L, _L, _L, _I, _I],
     "rs_tanh_gaussian_forward": [_P, _P, _L, _P, _L, _L, _F, _F, _P, _P],
     "rs_tanh_gaussian_backward": [_P, _L, _P, _P, _P, _F, _L, _L, _F, _F, _P, _P],
 }
@@ -120,6 +126,11 @@ def _rows(z: torch.Tensor) -> tuple[int, int, int, int, int]:
     return e, b, h, se, sb
 
 
+def _new_rows(like: torch.Tensor) -> torch.Tensor:
+    """A new contiguous float32 tensor shaped like `like` (empty_like is the cheaper call when it is contiguous)."""
+    return torch.empty_like(like) if like.is_contiguous() else torch.empty(like.shape, dtype=torch.float32)
+
+
 def _member_stride(param: torch.Tensor, members: int) -> int:
     """Stride between members' rows of a (E, 1, H) or (H,) parameter (0: shared)."""
     if not param.is_contiguous():
@@ -127,17 +138,46 @@ def _member_stride(param: torch.Tensor, members: int) -> int:
     return param.shape[-1] if members > 1 else 0
 
 
-def ln_act_forward(z: torch.Tensor, bias: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, act: str,
-                   eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """h = act(LayerNorm(z + bias) * gamma + beta) and the row mean and 1/std of z + bias; `z` becomes z + bias."""
+def ln_act_forward(
+    z: torch.Tensor, bias: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, act: str, eps: float,
+    head: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """h = act(LayerNorm(z + bias) * gamma + beta), the row mean and 1/std of z + bias (`z` becomes z + bias),
+    and with `head` = (weight (E, H, 1), bias (E, 1, 1)), a one-output linear layer on h: q = h w + b (E, B),
+    else None (a critic's last hidden layer and its Q head, in one pass over each row)."""
     e, b, h_dim, zse, zsb = _rows(z)
-    h = torch.empty(z.shape, dtype=torch.float32)
+    h = _new_rows(z)
     stats = (e, b, 1) if z.dim() == 3 else (b, 1)  # as torch.native_layer_norm returns mean and rstd
     mean, rstd = torch.empty(stats, dtype=torch.float32), torch.empty(stats, dtype=torch.float32)
+    q, head_pointers = _head(head, z, e, h_dim)
     _library().rs_ln_act_forward(z.data_ptr(), zse, zsb, bias.data_ptr(), gamma.data_ptr(), beta.data_ptr(),
-                                 _member_stride(gamma, e), h.data_ptr(), mean.data_ptr(), rstd.data_ptr(), e, b,
-                                 h_dim, ACT_CODES[act], eps, torch.get_num_threads())
-    return h, mean, rstd
+                                 _member_stride(gamma, e), h.data_ptr(), mean.data_ptr(), rstd.data_ptr(),
+                                 *head_pointers, e, b, h_dim, ACT_CODES[act], eps, torch.get_num_threads())
+    return h, mean, rstd, q
+
+
+def _head(head: tuple[torch.Tensor, torch.Tensor] | None, z: torch.Tensor, e: int, h_dim: int) -> tuple:
+    """The Q-head output q (z's shape without its last dimension) and the kernel's head arguments (weight, its
+    member stride, bias, its member stride, q); NULLs without a head."""
+    if head is None:
+        return None, (None, 0, None, 0, None)
+    weight, bias = head
+    if weight.numel() != e * h_dim or bias.numel() != e or not weight.is_contiguous():
+        raise ValueError(f"fused layer kernels: head weight must be contiguous ({e}, {h_dim}, 1) and bias "
+                         f"({e}, 1, 1), got {tuple(weight.shape)} and {tuple(bias.shape)}")
+    q = torch.empty(z.shape[:-1], dtype=torch.float32)
+    return q, (weight.data_ptr(), h_dim, bias.data_ptr(), bias.stride(0) if e > 1 else 0, q.data_ptr())
+
+
+def act_forward(z: torch.Tensor, bias: torch.Tensor, act: str, head: tuple[torch.Tensor, torch.Tensor] | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """h = act(z + bias) for a layer without LayerNorm, written into `z` (returned as h), and with `head` the
+    one-output linear layer on h as in `ln_act_forward`, else None."""
+    e, b, h_dim, zse, zsb = _rows(z)
+    q, head_pointers = _head(head, z, e, h_dim)
+    _library().rs_act_forward(z.data_ptr(), zse, zsb, bias.data_ptr(), _member_stride(bias, e), *head_pointers, e, b,
+                              h_dim, ACT_CODES[act], torch.get_num_threads())
+    return z, q
 
 
 def _upstream(dh: torch.Tensor, row_scale: torch.Tensor | None, like: torch.Tensor) -> tuple[int, int, int | None]:
@@ -159,38 +199,47 @@ def _upstream(dh: torch.Tensor, row_scale: torch.Tensor | None, like: torch.Tens
 
 def ln_act_backward(
     dh: torch.Tensor, h: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
-    gamma: torch.Tensor, act: str, grads: bool, row_scale: torch.Tensor | None = None
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+    gamma: torch.Tensor, act: str, grads: bool, row_scale: torch.Tensor | None = None, head_grad: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """dL/dz for dL/dh = `dh` (times `row_scale` per row, see `_upstream`) through `ln_act_forward` (x: the
-    z + bias it left), and with `grads` the parameter gradients (d gamma, d beta, d bias), shaped like gamma."""
+    z + bias it left); with `grads` the parameter gradients (d gamma, d beta, d bias), shaped like gamma; with
+    `head_grad` too, the weight gradient (E, H, 1) of the one-output head on h whose weights `dh` is and whose
+    dL/dq `row_scale` is: sum over rows of row_scale * h (else None)."""
     e, b, h_dim, xse, xsb = _rows(x)
     dhse, dhsb, scale = _upstream(dh, row_scale, h)
-    dz = torch.empty(h.shape, dtype=torch.float32)
+    dz = torch.empty_like(h)  # h is contiguous (`_upstream` checks)
+    dhead = None
     if grads:
         dgamma, dbeta, dbias = torch.empty((3, *gamma.shape), dtype=torch.float32)  # unpacked: three views
-        pointers = dgamma.data_ptr(), dbeta.data_ptr(), dbias.data_ptr()
+        if head_grad:
+            dhead = torch.empty((e, h_dim, 1) if h.dim() == 3 else (h_dim, 1), dtype=torch.float32)
+        pointers = dgamma.data_ptr(), dbeta.data_ptr(), dbias.data_ptr(), None if dhead is None else dhead.data_ptr()
     else:
         dgamma = dbeta = dbias = None
-        pointers = None, None, None
+        pointers = None, None, None, None
     _library().rs_ln_act_backward(dh.data_ptr(), dhse, dhsb, scale, h.data_ptr(), x.data_ptr(), xse, xsb,
                                   mean.data_ptr(), rstd.data_ptr(), gamma.data_ptr(), _member_stride(gamma, e),
                                   dz.data_ptr(), *pointers, e, b, h_dim, ACT_CODES[act], torch.get_num_threads())
-    return dz, dgamma, dbeta, dbias
+    return dz, dgamma, dbeta, dbias, dhead
 
 
 def act_backward(dh: torch.Tensor, h: torch.Tensor, act: str, bias: torch.Tensor | None,
-                 row_scale: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """dL/dz through h = act(z) (a layer without LayerNorm; dh and row_scale as in `ln_act_backward`), and
-    d bias (shaped like `bias`: the column sums of dL/dz) when `bias` is given."""
+                 row_scale: torch.Tensor | None = None, head_grad: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """dL/dz through h = act(z) (a layer without LayerNorm; dh and row_scale as in `ln_act_backward`), d bias
+    (shaped like `bias`: the column sums of dL/dz) when `bias` is given, and with it and `head_grad` the head
+    weight gradient of `ln_act_backward` (else None)."""
     e, b, h_dim, _, _ = _rows(h)
     dhse, dhsb, scale = _upstream(dh, row_scale, h)
-    dz = torch.empty(h.shape, dtype=torch.float32)
+    dz = torch.empty_like(h)  # h is contiguous (`_upstream` checks)
     dbias = None if bias is None else torch.empty_like(bias)
+    dhead = (torch.empty((e, h_dim, 1) if h.dim() == 3 else (h_dim, 1), dtype=torch.float32)
+             if head_grad and bias is not None else None)
     _library().rs_act_backward(dh.data_ptr(), dhse, dhsb, scale, h.data_ptr(), dz.data_ptr(),
-                               None if dbias is None else dbias.data_ptr(),
+                               None if dbias is None else dbias.data_ptr(), None if dhead is None else dhead.data_ptr(),
                                0 if bias is None else _member_stride(bias, e), e, b, h_dim, ACT_CODES[act],
                                torch.get_num_threads())
-    return dz, dbias
+    return dz, dbias, dhead
 
 
 def _check_rows(*tensors: torch.Tensor) -> None:

@@ -75,7 +75,8 @@ class SACConfig:
     timed)."""
     fused_kernels: bool = True
     """With the explicit backward on a CPU: run each LayerNorm hidden layer's bias, LayerNorm, affine and
-    activation, every hidden layer's backward and the actor's squashed-Gaussian head as compiled kernels
+    activation, every hidden layer's backward, the critics' Q heads and the actor's squashed-Gaussian head as
+    compiled kernels
     (policies/fused_layers.py), built on first use with the system C compiler; without one, or False, ATen
     ops do the same math."""
 

@@ -7,8 +7,9 @@ backward reads, and the backward is written out layer by layer with fused ATen k
 (`native_layer_norm_backward`, `tanh_backward`, `threshold_backward`). It also skips work autograd cannot
 know to skip: the actor loss takes no critic weight gradients, and the actor's forward on next_obs (for the
 critic target) and on obs (for the actor loss) is one batched forward of 2B rows. With `fused=True` (the
-default on a CPU, `SACConfig.fused_kernels`) each LayerNorm hidden layer's epilogue, every hidden layer's
-backward and the actor's squashed-Gaussian head run as compiled kernels (policies/fused_layers.py).
+default on a CPU, `SACConfig.fused_kernels`) each critic hidden layer's epilogue (bias, LayerNorm, activation;
+the last one's also the Q head), the actor's LayerNorm layers' epilogues, every hidden layer's backward and the
+actor's squashed-Gaussian head run as compiled kernels (policies/fused_layers.py).
 benchmarks/learner_throughput.py --phases has the per-update times of each variant against autograd.
 
 What stays shared with the autograd path (policies/sac.py): the modules and their parameters, the
@@ -108,14 +109,20 @@ def critic_forward(
     x = torch.cat([obs, action], dim=-1)
     pick = (lambda p: p) if members is None else (lambda p: p[members])  # noqa: E731
     layers, activation = _critic_layers(critic)
-    tape = []
-    for linear, norm in layers:
-        if norm is None:  # no kernel needed: the GEMM adds the bias, the activation runs in place
+    tape, q = [], None
+    for i, (linear, norm) in enumerate(layers):
+        # fused: the last hidden layer's kernel also applies the Q head
+        head = (pick(critic.head.weight), pick(critic.head.bias)) if fused and i == len(layers) - 1 else None
+        if norm is None and fused:  # act(x W + b) in place
+            h, q = fused_layers.act_forward(_ensemble_matmul(x, pick(linear.weight)), pick(linear.bias), activation,
+                                            head)
+            tape.append(Layer(x, None, None, None, None, h))
+        elif norm is None:  # the GEMM adds the bias, the activation runs in place
             tape.append(Layer(x, None, None, None, None, h := IN_PLACE[activation](linear(x, members=members))))
         elif fused:
             z = _ensemble_matmul(x, pick(linear.weight))
-            h, mean, rstd = fused_layers.ln_act_forward(z, pick(linear.bias), pick(norm.weight), pick(norm.bias),
-                                                        activation, LAYER_NORM_EPS)
+            h, mean, rstd, q = fused_layers.ln_act_forward(z, pick(linear.bias), pick(norm.weight),
+                                                           pick(norm.bias), activation, LAYER_NORM_EPS, head)
             tape.append(Layer(x, z, mean, rstd, None, h))  # z now holds x W + b
         else:
             z = linear(x, members=members)  # (E, B, h)
@@ -124,7 +131,7 @@ def critic_forward(
             h = critic.activation(torch.addcmul(pick(norm.bias), normed, pick(norm.weight)))
             tape.append(Layer(x, z, mean, rstd, normed, h))
         x = h
-    return critic.head(x, members=members).squeeze(-1), tape
+    return (critic.head(x, members=members).squeeze(-1) if q is None else q), tape
 
 
 def critic_backward(
@@ -141,7 +148,8 @@ def critic_backward(
     layers, activation = _critic_layers(critic)
     head = critic.head
     if weights:
-        head.weight.grad = torch.bmm(tape[-1].h.transpose(1, 2), dq.unsqueeze(-1))
+        if not fused:  # else the last hidden layer's kernel sums dq * h
+            head.weight.grad = torch.bmm(tape[-1].h.transpose(1, 2), dq.unsqueeze(-1))
         head.bias.grad = dq.sum(1, keepdim=True).unsqueeze(-1)
     # The head has one output: dL/dh of the last hidden layer is dq (E, B) times the head's weights (E, 1, h).
     # The fused kernels take that product row by row; ATen materialises it.
@@ -151,15 +159,22 @@ def critic_backward(
     for i in reversed(range(len(tape))):
         layer, (linear, norm) = tape[i], layers[i]
         if fused and norm is not None:
-            dz, dgamma, dbeta, dbias = fused_layers.ln_act_backward(dh, layer.h, layer.z, layer.mean, layer.rstd,
-                                                                    norm.weight, activation, weights, row_scale)
+            last = i == len(tape) - 1
+            dz, dgamma, dbeta, dbias, dhead = fused_layers.ln_act_backward(
+                dh, layer.h, layer.z, layer.mean, layer.rstd, norm.weight, activation, weights, row_scale,
+                head_grad=weights and last)
             if weights:
                 norm.weight.grad, norm.bias.grad, linear.bias.grad = dgamma, dbeta, dbias
+                if last:
+                    head.weight.grad = dhead
         elif fused:
-            dz, dbias = fused_layers.act_backward(dh, layer.h, activation, linear.bias if weights else None,
-                                                  row_scale)
+            last = i == len(tape) - 1
+            dz, dbias, dhead = fused_layers.act_backward(dh, layer.h, activation, linear.bias if weights else None,
+                                                         row_scale, head_grad=weights and last)
             if weights:
                 linear.bias.grad = dbias
+                if last:
+                    head.weight.grad = dhead
         else:
             dz = ACTIVATION_BACKWARD[activation](dh, layer.h)
             if norm is not None:
@@ -220,7 +235,7 @@ def actor_forward(
                                 h := IN_PLACE[act](torch.addmm(linear.bias, x, linear.weight.t()))))
         elif fused:
             z = torch.mm(x, linear.weight.t())
-            h, mean, rstd = fused_layers.ln_act_forward(z, linear.bias, norm.weight, norm.bias, act, norm.eps)
+            h, mean, rstd, _ = fused_layers.ln_act_forward(z, linear.bias, norm.weight, norm.bias, act, norm.eps)
             layers.append(Layer(x, z, mean, rstd, None, h))
         else:
             z = torch.addmm(linear.bias, x, linear.weight.t())
@@ -259,10 +274,10 @@ def actor_backward(actor: TanhGaussianActor, tape: ActorTape, d_action: torch.Te
     for i in reversed(range(len(layers))):
         (linear, norm, act), layer = layers[i], tape.layers[i]
         if fused and norm is not None:
-            dz, norm.weight.grad, norm.bias.grad, linear.bias.grad = fused_layers.ln_act_backward(
+            dz, norm.weight.grad, norm.bias.grad, linear.bias.grad, _ = fused_layers.ln_act_backward(
                 dh, layer.h, layer.z, layer.mean, layer.rstd, norm.weight, act, grads=True)
         elif fused:
-            dz, linear.bias.grad = fused_layers.act_backward(dh, layer.h, act, linear.bias)
+            dz, linear.bias.grad, _ = fused_layers.act_backward(dh, layer.h, act, linear.bias)
         else:
             dz = ACTIVATION_BACKWARD[act](dh, layer.h)
             if norm is not None:
@@ -288,9 +303,9 @@ def explicit_update(agent: SACAgent, block: dict[str, torch.Tensor]) -> dict[str
     """
     cfg, critic, actor = agent.config, agent.critic, agent.actor
     b, utd, fused = cfg.batch_size, cfg.utd_ratio, agent.fused_kernels
-    actor_batch = take_rows(block, slice(-b, None))
+    actor_batch = block if utd == 1 else take_rows(block, slice(-b, None))
     for k in range(utd):
-        batch = take_rows(block, slice(k * b, (k + 1) * b))
+        batch = block if utd == 1 else take_rows(block, slice(k * b, (k + 1) * b))
         members = agent.draw_target_members()
         if k == utd - 1:
             # The actor does not change during critic steps: one forward of next_obs and obs rows serves

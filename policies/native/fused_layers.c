@@ -1,9 +1,9 @@
 /* Fused CPU kernels for the explicit SAC update's MLP layers (policies/sac_backprop.py), after a hidden
  * layer's matrix product z = x W:
  *
- *     forward   h = act(LayerNorm(z + b) * gamma + beta)
- *     backward  dz, and the column sums that give d bias, d gamma, d beta (also for h = act(z) without
- *               LayerNorm, whose forward needs no kernel: the GEMM adds the bias, the activation runs in place)
+ *     forward   h = act(LayerNorm(z + b) * gamma + beta), or h = act(z + b) without LayerNorm, and for a
+ *               critic's last hidden layer also its one-output Q head, q = h . w + c
+ *     backward  dz, and the column sums that give d bias, d gamma, d beta (and the Q head's d w)
  *
  * in one pass over each row instead of the 3-6 separate ATen kernels (bias copy, layer norm, affine,
  * activation; their backward, two products and three reductions). Rows are independent; row (e, b) is
@@ -24,17 +24,6 @@
 float tanhf(float);
 
 enum { ACT_TANH = 0, ACT_RELU = 1 };
-
-static inline void activate(const float *y, float *h, long n, int act)
-{
-    if (act == ACT_TANH) {
-#pragma omp simd
-        for (long j = 0; j < n; j++) h[j] = tanhf(y[j]);
-    } else {
-#pragma omp simd
-        for (long j = 0; j < n; j++) h[j] = y[j] > 0.f ? y[j] : 0.f;
-    }
-}
 
 /* dy = scale * dh * act'(h) */
 static inline void activation_grad(const float *dh, float scale, const float *h, float *dy, long n, int act)
@@ -106,32 +95,59 @@ static inline float row_sum_sq_dev(const float *x, float m, long n)
 /* Row r = e * B + b of a strided (E, B, H) tensor. */
 #define ROW(base, se, sb, r, B) ((base) + ((r) / (B)) * (se) + ((r) % (B)) * (sb))
 
+/* x += b and the sum of the new x, in one pass (4 independent vector accumulators, as row_sum) */
+static inline float add_and_sum(float *x, const float *b, long n)
+{
+    vec s0 = {0}, s1 = {0}, s2 = {0}, s3 = {0};
+    long j = 0;
+    for (; j + 4 * VW <= n; j += 4 * VW) {
+        vec a0 = load(x + j) + load(b + j), a1 = load(x + j + VW) + load(b + j + VW),
+            a2 = load(x + j + 2 * VW) + load(b + j + 2 * VW), a3 = load(x + j + 3 * VW) + load(b + j + 3 * VW);
+        *(vec_u *)(x + j) = a0; *(vec_u *)(x + j + VW) = a1;
+        *(vec_u *)(x + j + 2 * VW) = a2; *(vec_u *)(x + j + 3 * VW) = a3;
+        s0 += a0; s1 += a1; s2 += a2; s3 += a3;
+    }
+    float s = hsum((s0 + s1) + (s2 + s3));
+    for (; j < n; j++) s += (x[j] += b[j]);
+    return s;
+}
+
 /* z (E, B, H) with strides (zse, zsb, 1) is overwritten with z + bias (the backward reads it); h, mean and
- * rstd are contiguous (E, B, H), (E, B), (E, B). bias, gamma, beta: (E, H) with member stride `pse`. */
+ * rstd are contiguous (E, B, H), (E, B), (E, B). bias, gamma, beta: (E, H) with member stride `pse`.
+ * With head_w (E, H, member stride hse) and head_b (E, member stride hbse), also a one-output linear head
+ * on h: q[r] = h_r . head_w[e] + head_b[e], (E, B) contiguous (a critic's Q, while h_r is in L1). */
 void rs_ln_act_forward(float *z, long zse, long zsb, const float *bias, const float *gamma, const float *beta,
-                       long pse, float *h, float *mean, float *rstd, long E, long B, long H, int act, float eps,
+                       long pse, float *h, float *mean, float *rstd, const float *head_w, long hse,
+                       const float *head_b, long hbse, float *q, long E, long B, long H, int act, float eps,
                        int threads)
 {
     const long rows = E * B;
-#pragma omp parallel num_threads(threads)
-    {
-        float *y = malloc((size_t)H * sizeof(float));
-#pragma omp for schedule(static)
-        for (long r = 0; r < rows; r++) {
-            const long e = r / B;
-            float *x = ROW(z, zse, zsb, r, B);
-            const float *b = bias + e * pse, *g = gamma + e * pse, *bt = beta + e * pse;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (long r = 0; r < rows; r++) {
+        const long e = r / B;
+        float *x = ROW(z, zse, zsb, r, B), *hr = h + r * H;
+        const float *g = gamma + e * pse, *bt = beta + e * pse;
+        const float m = add_and_sum(x, bias + e * pse, H) / (float)H;
+        const float rs = 1.f / sqrtf(row_sum_sq_dev(x, m, H) / (float)H + eps);
+        if (act == ACT_TANH) {  /* the affine into h, then tanh in place: two simple loops vectorise best */
 #pragma omp simd
-            for (long j = 0; j < H; j++) x[j] += b[j];
-            const float m = row_sum(x, NULL, H, NULL) / (float)H;
-            const float rs = 1.f / sqrtf(row_sum_sq_dev(x, m, H) / (float)H + eps);
+            for (long j = 0; j < H; j++) hr[j] = (x[j] - m) * rs * g[j] + bt[j];
 #pragma omp simd
-            for (long j = 0; j < H; j++) y[j] = (x[j] - m) * rs * g[j] + bt[j];
-            activate(y, h + r * H, H, act);
-            mean[r] = m;
-            rstd[r] = rs;
+            for (long j = 0; j < H; j++) hr[j] = tanhf(hr[j]);
+        } else {
+#pragma omp simd
+            for (long j = 0; j < H; j++) {
+                const float y = (x[j] - m) * rs * g[j] + bt[j];
+                hr[j] = y > 0.f ? y : 0.f;
+            }
         }
-        free(y);
+        mean[r] = m;
+        rstd[r] = rs;
+        if (head_w) {
+            float dot = 0.f;
+            row_sum(hr, head_w + e * hse, H, &dot);
+            q[r] = dot + head_b[e * hbse];
+        }
     }
 }
 
@@ -154,15 +170,17 @@ static void reduce_partials(const float *partial, int threads, long E, long H, i
  * dh strided (dhse, dhsb): a contiguous (E, B, H), or with row stride 0 one vector per member (a one-output
  * head's weights, times dL/dQ per row as row_scale). h: contiguous (E, B, H); x: the forward's z + bias,
  * strided (xse, xsb); dx: contiguous (E, B, H). dgamma, dbeta, dbias (member stride pse) are written when
- * dgamma is not NULL (the weight gradients), else only dx is computed (a gradient for the input only). */
+ * dgamma is not NULL (the weight gradients), else only dx is computed (a gradient for the input only).
+ * dhead_w (E, H, member stride pse), when not NULL with the weight gradients: sum_r row_scale[r] * h_r, the
+ * weight gradient of the one-output head that dh and row_scale came from. */
 void rs_ln_act_backward(const float *dh, long dhse, long dhsb, const float *row_scale, const float *h,
                         const float *x, long xse, long xsb, const float *mean,
                         const float *rstd, const float *gamma, long pse, float *dx, float *dgamma, float *dbeta,
-                        float *dbias, long E, long B, long H, int act, int threads)
+                        float *dbias, float *dhead_w, long E, long B, long H, int act, int threads)
 {
     const long rows = E * B;
-    const int grads = dgamma != NULL;
-    float *partial = grads ? calloc((size_t)threads * E * 3 * H, sizeof(float)) : NULL;
+    const int grads = dgamma != NULL, K = dhead_w ? 4 : 3;
+    float *partial = grads ? calloc((size_t)threads * E * K * H, sizeof(float)) : NULL;
 #pragma omp parallel num_threads(threads)
     {
         const int t = omp_get_thread_num(), T = omp_get_num_threads();
@@ -183,17 +201,22 @@ void rs_ln_act_backward(const float *dh, long dhse, long dhsb, const float *row_
             float a = row_sum(dn, n, H, &c) / (float)H;
             c /= (float)H;
             if (grads) {
-                float *p = partial + ((size_t)t * E + e) * 3 * H;
+                float *p = partial + ((size_t)t * E + e) * K * H;
 #pragma omp simd
                 for (long j = 0; j < H; j++) {
                     p[j] += dy[j] * n[j];
                     p[H + j] += dy[j];
                 }
+                if (dhead_w) {
+                    const float s = row_scale ? row_scale[r] : 1.f, *hr = h + r * H;
+#pragma omp simd
+                    for (long j = 0; j < H; j++) p[3 * H + j] += s * hr[j];
+                }
             }
 #pragma omp simd
             for (long j = 0; j < H; j++) dxr[j] = rs * (dn[j] - a - n[j] * c);
             if (grads) {
-                float *p = partial + ((size_t)t * E + e) * 3 * H + 2 * H;
+                float *p = partial + ((size_t)t * E + e) * K * H + 2 * H;
 #pragma omp simd
                 for (long j = 0; j < H; j++) p[j] += dxr[j];
             }
@@ -201,38 +224,75 @@ void rs_ln_act_backward(const float *dh, long dhse, long dhsb, const float *row_
         free(dy);
     }
     if (grads) {
-        float *out[3] = {dgamma, dbeta, dbias};
-        reduce_partials(partial, threads, E, H, 3, out, pse);
+        float *out[4] = {dgamma, dbeta, dbias, dhead_w};
+        reduce_partials(partial, threads, E, H, K, out, pse);
         free(partial);
     }
 }
 
-/* Backward of a layer without LayerNorm, h = act(z) (its forward needs no kernel: the GEMM adds the bias
- * and the activation runs in place): dz = row_scale[r] * dh_r * act'(h) (dh and row_scale as in
- * rs_ln_act_backward; dz contiguous), and dbias = the column sums of dz (member stride pse) when not NULL. */
-void rs_act_backward(const float *dh, long dhse, long dhsb, const float *row_scale, const float *h, float *dz,
-                     float *dbias, long pse, long E, long B, long H, int act, int threads)
+/* Forward of a layer without LayerNorm after its matrix product: z <- act(z + bias) in place (z (E, B, H),
+ * strides (zse, zsb, 1); bias (E, H), member stride pse), with the optional one-output head of
+ * rs_ln_act_forward (q[r] = h_r . head_w[e] + head_b[e]). */
+void rs_act_forward(float *z, long zse, long zsb, const float *bias, long pse, const float *head_w, long hse,
+                    const float *head_b, long hbse, float *q, long E, long B, long H, int act, int threads)
 {
     const long rows = E * B;
-    float *partial = dbias ? calloc((size_t)threads * E * H, sizeof(float)) : NULL;
+#pragma omp parallel for schedule(static) num_threads(threads)
+    for (long r = 0; r < rows; r++) {
+        const long e = r / B;
+        float *x = ROW(z, zse, zsb, r, B);
+        const float *b = bias + e * pse;
+        if (act == ACT_TANH) {
+#pragma omp simd
+            for (long j = 0; j < H; j++) x[j] += b[j];
+#pragma omp simd
+            for (long j = 0; j < H; j++) x[j] = tanhf(x[j]);
+        } else {
+#pragma omp simd
+            for (long j = 0; j < H; j++) {
+                const float y = x[j] + b[j];
+                x[j] = y > 0.f ? y : 0.f;
+            }
+        }
+        if (head_w) {
+            float dot = 0.f;
+            row_sum(x, head_w + e * hse, H, &dot);
+            q[r] = dot + head_b[e * hbse];
+        }
+    }
+}
+
+/* Backward of a layer without LayerNorm, h = act(z): dz = row_scale[r] * dh_r * act'(h) (dh and row_scale as
+ * in rs_ln_act_backward; dz contiguous), and dbias = the column sums of dz (member stride pse) when not NULL;
+ * with dbias, dhead_w when not NULL: sum_r row_scale[r] * h_r, as in rs_ln_act_backward. */
+void rs_act_backward(const float *dh, long dhse, long dhsb, const float *row_scale, const float *h, float *dz,
+                     float *dbias, float *dhead_w, long pse, long E, long B, long H, int act, int threads)
+{
+    const long rows = E * B;
+    const int K = dhead_w ? 2 : 1;
+    float *partial = dbias ? calloc((size_t)threads * E * K * H, sizeof(float)) : NULL;
 #pragma omp parallel num_threads(threads)
     {
         const int t = omp_get_thread_num(), T = omp_get_num_threads();
         const long lo = rows * t / T, hi = rows * (t + 1) / T;
         for (long r = lo; r < hi; r++) {
-            activation_grad(ROW(dh, dhse, dhsb, r, B), row_scale ? row_scale[r] : 1.f, h + r * H, dz + r * H, H,
-                            act);
+            const float s = row_scale ? row_scale[r] : 1.f, *hr = h + r * H;
+            activation_grad(ROW(dh, dhse, dhsb, r, B), s, hr, dz + r * H, H, act);
             if (dbias) {
-                float *p = partial + ((size_t)t * E + r / B) * H;
+                float *p = partial + ((size_t)t * E + r / B) * K * H;
                 const float *d = dz + r * H;
 #pragma omp simd
                 for (long j = 0; j < H; j++) p[j] += d[j];
+                if (dhead_w) {
+#pragma omp simd
+                    for (long j = 0; j < H; j++) p[H + j] += s * hr[j];
+                }
             }
         }
     }
     if (dbias) {
-        float *out[1] = {dbias};
-        reduce_partials(partial, threads, E, H, 1, out, pse);
+        float *out[2] = {dbias, dhead_w};
+        reduce_partials(partial, threads, E, H, K, out, pse);
         free(partial);
     }
 }

@@ -86,10 +86,10 @@ class Updater:
         if self.config.grad_clip_norm > 0:
             grad_norm = torch.nn.utils.clip_grad_norm_(self.params, self.config.grad_clip_norm, foreach=True)
         if not self._direct_fused_step():
+            self._unshare_steps()
             self.optimizer.step()
             if self._direct and all(p in self.optimizer.state for p in self.params):
-                states = [self.optimizer.state[p] for p in self.params]
-                self._fused_state = tuple([s[k] for s in states] for k in ("exp_avg", "exp_avg_sq", "step"))
+                self._fused_state = self._share_steps()
         for p in self.params:  # zero_grad(set_to_none=True) for our one parameter group, without its overhead
             p.grad = None
         if self.scheduler is not None:
@@ -102,7 +102,10 @@ class Updater:
         return self.step()
 
     def state_dict(self) -> dict:
-        state = {"optimizer": self.optimizer.state_dict()}
+        optimizer = self.optimizer.state_dict()
+        if self._fused_state is not None:  # a shared step counter: every parameter's state gets its own copy
+            optimizer["state"] = {i: {**s, "step": s["step"].clone()} for i, s in optimizer["state"].items()}
+        state = {"optimizer": optimizer}
         if self.scheduler is not None:
             state["scheduler"] = self.scheduler.state_dict()
         return state
@@ -117,11 +120,30 @@ class Updater:
         exp_avgs, exp_avg_sqs, steps = self._fused_state
         group = self.optimizer.param_groups[0]
         beta1, beta2 = group["betas"]
-        torch._foreach_add_(steps, 1)
+        steps[0].add_(1)  # one counter shared by all (`_share_steps`)
         torch._fused_adamw_(self.params, [p.grad for p in self.params], exp_avgs, exp_avg_sqs, [], steps,
                             lr=group["lr"], beta1=beta1, beta2=beta2, weight_decay=group["weight_decay"],
                             eps=group["eps"], amsgrad=False, maximize=False, grad_scale=None, found_inf=None)
         return True
+
+    def _share_steps(self) -> tuple[list[torch.Tensor], ...] | None:
+        """The direct step's state lists, with one step tensor serving every parameter: they all step together
+        there, and incrementing one 0-d tensor is a fifth of the cost of a foreach add over ten. None (no
+        direct step) while the parameters' step counts differ (one had no gradient at some step)."""
+        states = [self.optimizer.state[p] for p in self.params]
+        step = states[0]["step"]
+        if any(not torch.equal(s["step"], step) for s in states):
+            return None
+        for s in states:
+            s["step"] = step
+        return [s["exp_avg"] for s in states], [s["exp_avg_sq"] for s in states], [step] * len(states)
+
+    def _unshare_steps(self) -> None:
+        """Before `optimizer.step()`, which adds 1 to each parameter's step tensor: separate copies again."""
+        if self._fused_state is not None:
+            for p in self.params:
+                self.optimizer.state[p]["step"] = self.optimizer.state[p]["step"].clone()
+            self._fused_state = None
 
     def load_state_dict(self, state: dict) -> None:
         self._fused_state = None  # the loaded state tensors replace the cached ones

@@ -53,17 +53,22 @@ def test_forward_and_backward_match_autograd(act, layer_norm, h):
 
         zc = z.clone()
         if layer_norm:
-            h_out, mean, rstd = fused_layers.ln_act_forward(zc, bias, gamma, beta, act, EPS)
+            h_out, mean, rstd, no_q = fused_layers.ln_act_forward(zc, bias, gamma, beta, act, EPS)
+            assert no_q is None
             torch.testing.assert_close(zc, z + bias, msg=f"{name}: z must hold z + bias for the backward")
-            dz, dgamma, dbeta, dbias = fused_layers.ln_act_backward(dh, h_out, zc, mean, rstd, gamma, act, grads=True)
+            dz, dgamma, dbeta, dbias, no_head = fused_layers.ln_act_backward(dh, h_out, zc, mean, rstd, gamma, act,
+                                                                             grads=True)
+            assert no_head is None
             torch.testing.assert_close(dgamma.double(), p64[1].grad, rtol=1e-4, atol=1e-4, msg=f"{name} d gamma")
             torch.testing.assert_close(dbeta.double(), p64[2].grad, rtol=1e-4, atol=1e-4, msg=f"{name} d beta")
             dz_only = fused_layers.ln_act_backward(dh, h_out, zc, mean, rstd, gamma, act, grads=False)
-            assert dz_only[1:] == (None, None, None)
+            assert dz_only[1:] == (None, None, None, None)
             torch.testing.assert_close(dz_only[0], dz, rtol=0, atol=0)
-        else:  # the forward is ATen's (the GEMM adds the bias, the activation runs in place)
-            h_out = ACT[act](zc + bias).contiguous()
-            dz, dbias = fused_layers.act_backward(dh, h_out, act, bias)
+        else:
+            h_out, no_q = fused_layers.act_forward(zc, bias, act)
+            assert h_out is zc and no_q is None  # in place
+            h_out = h_out.contiguous()  # the backward reads h row after row
+            dz, dbias, _ = fused_layers.act_backward(dh, h_out, act, bias)
         assert h_out.is_contiguous() and dz.is_contiguous()
         torch.testing.assert_close(h_out.double(), expected.detach(), rtol=1e-5, atol=2e-6, msg=f"{name} h")
         torch.testing.assert_close(dz.double(), z64.grad, rtol=1e-4, atol=2e-5, msg=f"{name} dz")
@@ -73,7 +78,7 @@ def test_forward_and_backward_match_autograd(act, layer_norm, h):
 def test_layer_norm_statistics_are_those_of_torch():
     z = torch.randn(2, 64, 256) * 3 + 1
     bias, gamma, beta = params((2, 1, 256), seed=3)
-    _, mean, rstd = fused_layers.ln_act_forward(z.clone(), bias, gamma, beta, "tanh", EPS)
+    _, mean, rstd, _ = fused_layers.ln_act_forward(z.clone(), bias, gamma, beta, "tanh", EPS)
     _, ref_mean, ref_rstd = torch.native_layer_norm(z + bias, (256,), None, None, EPS)
     torch.testing.assert_close(mean, ref_mean)
     torch.testing.assert_close(rstd, ref_rstd)
@@ -152,14 +157,50 @@ def test_a_row_scaled_upstream_gradient_equals_the_materialised_one(layer_norm):
     bias, gamma, beta = params((3, 1, 64), seed=5)
     head_w, dq = torch.randn(3, 1, 64), torch.randn(3, 40)
     if layer_norm:
-        h, mean, rstd = fused_layers.ln_act_forward(z, bias, gamma, beta, "tanh", EPS)
-        scaled = fused_layers.ln_act_backward(head_w, h, z, mean, rstd, gamma, "tanh", True, row_scale=dq)
-        plain = fused_layers.ln_act_backward(dq.unsqueeze(-1) * head_w, h, z, mean, rstd, gamma, "tanh", True)
+        h, mean, rstd, _ = fused_layers.ln_act_forward(z, bias, gamma, beta, "tanh", EPS)
+        scaled = fused_layers.ln_act_backward(head_w, h, z, mean, rstd, gamma, "tanh", True, row_scale=dq)[:4]
+        plain = fused_layers.ln_act_backward(dq.unsqueeze(-1) * head_w, h, z, mean, rstd, gamma, "tanh", True)[:4]
     else:
         h = torch.relu(z + bias)
-        scaled = fused_layers.act_backward(head_w, h, "relu", bias, row_scale=dq)
-        plain = fused_layers.act_backward(dq.unsqueeze(-1) * head_w, h, "relu", bias)
+        scaled = fused_layers.act_backward(head_w, h, "relu", bias, row_scale=dq)[:2]
+        plain = fused_layers.act_backward(dq.unsqueeze(-1) * head_w, h, "relu", bias)[:2]
     for got, expected in zip(scaled, plain, strict=True):
         torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="row_scale"):
         fused_layers.act_backward(head_w, h, "relu", bias, row_scale=dq[:, :7])
+
+
+@pytest.mark.parametrize("act", ["tanh", "relu"])
+@pytest.mark.parametrize("layer_norm", [True, False], ids=["LayerNorm", "no norm"])
+@pytest.mark.parametrize("h", [256, 37], ids=["H=256", "H=37 (vector tails)"])
+def test_the_q_head_in_the_last_layer_kernel_matches_autograd(act, layer_norm, h):
+    """A critic's last hidden layer and its one-output head: q = h w + b in the forward kernel, and the head's
+    weight gradient sum_B dL/dq * h in the backward kernel, for every member of an ensemble."""
+    e, b = 3, 50
+    z = torch.randn(e, b, h, generator=torch.Generator().manual_seed(7))
+    bias, gamma, beta = params((e, 1, h), seed=8)
+    head_w, head_b = torch.randn(e, h, 1) / h**0.5, torch.randn(e, 1, 1)
+    dq = torch.randn(e, b, generator=torch.Generator().manual_seed(9))
+
+    leaves = [t.double().requires_grad_(True) for t in (z, bias, gamma, beta, head_w, head_b)]
+    norm = leaves[2:4] if layer_norm else (None, None)
+    q64 = (torch.bmm(reference(leaves[0], leaves[1], *norm, act), leaves[4]) + leaves[5]).squeeze(-1)
+    q64.backward(dq.double())
+
+    zc = z.clone()
+    if layer_norm:
+        h_out, mean, rstd, q = fused_layers.ln_act_forward(zc, bias, gamma, beta, act, EPS, head=(head_w, head_b))
+        dz, dgamma, dbeta, dbias, dhead = fused_layers.ln_act_backward(
+            head_w.transpose(1, 2), h_out, zc, mean, rstd, gamma, act, True, row_scale=dq, head_grad=True)
+        checks = [(dgamma, leaves[2], "d gamma"), (dbeta, leaves[3], "d beta")]
+    else:
+        h_out, q = fused_layers.act_forward(zc, bias, act, head=(head_w, head_b))
+        dz, dbias, dhead = fused_layers.act_backward(head_w.transpose(1, 2), h_out, act, bias, row_scale=dq,
+                                                     head_grad=True)
+        checks = []
+    torch.testing.assert_close(q.double(), q64.detach(), rtol=1e-5, atol=1e-5)
+    for got, leaf, what in [(dz, leaves[0], "dz"), (dbias, leaves[1], "d bias"), (dhead, leaves[4], "d head weight"),
+                            *checks]:
+        torch.testing.assert_close(got.double(), leaf.grad, rtol=1e-4, atol=1e-4, msg=what)
+    with pytest.raises(ValueError, match="head weight"):
+        fused_layers.ln_act_forward(z.clone(), bias, gamma, beta, act, EPS, head=(head_w[:2], head_b))

@@ -49,8 +49,10 @@ def test_warmup_scales_the_learning_rate():
 
 
 def test_direct_fused_step_matches_torch_adamw_bit_for_bit():
-    """Updater calls the fused AdamW kernel itself after the first step: the weights and optimizer state must
-    be exactly what torch's own AdamW.step computes, with weight decay, warmup, and across a state reload."""
+    """Updater calls the fused AdamW kernel itself after the first step, with one step counter for all
+    parameters: the weights and optimizer state must be exactly what torch's own AdamW.step computes, with
+    weight decay, warmup, across a state reload, and after a step where one parameter had no gradient (its
+    step count falls behind, so the counters are no longer shared)."""
     torch.manual_seed(0)
     shapes = [(5, 3), (3,), (4, 2, 2)]
     ours = [torch.randn(s, requires_grad=True) for s in shapes]
@@ -59,16 +61,19 @@ def test_direct_fused_step_matches_torch_adamw_bit_for_bit():
     updater = Updater(ours, config)
     torch_adamw = torch.optim.AdamW(reference, lr=1e-2, weight_decay=0.1, fused=True)
     schedule = torch.optim.lr_scheduler.LambdaLR(torch_adamw, lambda step: min(1.0, (step + 1) / 3))
-    for step in range(8):
+    for step in range(10):
         if step == 4:  # a checkpoint reload replaces the state tensors the direct call reads
-            updater.load_state_dict(updater.state_dict())
+            saved = updater.state_dict()
+            steps = [s["step"] for s in saved["optimizer"]["state"].values()]
+            assert len({t.data_ptr() for t in steps}) == len(steps)  # a checkpoint holds no shared tensors
+            updater.load_state_dict(saved)
         grads = [torch.randn(s) for s in shapes]
         for p, q, g in zip(ours, reference, grads, strict=True):
-            p.grad, q.grad = g.clone(), g.clone()
+            p.grad, q.grad = (None, None) if step == 6 and p is ours[1] else (g.clone(), g.clone())
         updater.step()
         torch_adamw.step()
         schedule.step()
-        assert updater._fused_state is not None or step == 4  # the direct call is in use
+        assert (updater._fused_state is not None) == (step < 6)  # the direct call is in use for the next step
         for p, q in zip(ours, reference, strict=True):
             assert torch.equal(p, q)
             assert p.grad is None
