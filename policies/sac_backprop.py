@@ -303,7 +303,8 @@ def explicit_update(agent: SACAgent, block: dict[str, torch.Tensor]) -> dict[str
     for obs), so on a CPU both paths sample the same numbers from the same seed.
 
     Inference mode rather than no_grad: nothing here is recorded for autograd, and skipping the version
-    counters and view tracking of every op is ~4 % of a small update on a CPU. Tensors made here (metrics,
+    counters and view tracking of every op is a measurable share of a small update on a CPU (BENCHMARKS.md,
+    learner_throughput, session 6). Tensors made here (metrics,
     the optimizer state the first step creates) are inference tensors: read freely, but changed in place only
     here (an agent's gradient path is fixed when it is built; a checkpoint load makes ordinary ones again).
     """
