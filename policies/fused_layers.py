@@ -126,11 +126,6 @@ def _rows(z: torch.Tensor) -> tuple[int, int, int, int, int]:
     return e, b, h, se, sb
 
 
-def _new_rows(like: torch.Tensor) -> torch.Tensor:
-    """A new contiguous float32 tensor shaped like `like` (empty_like is the cheaper call when it is contiguous)."""
-    return torch.empty_like(like) if like.is_contiguous() else torch.empty(like.shape, dtype=torch.float32)
-
-
 def _member_stride(param: torch.Tensor, members: int) -> int:
     """Stride between members' rows of a (E, 1, H) or (H,) parameter (0: shared)."""
     if not param.is_contiguous():
@@ -146,7 +141,7 @@ def ln_act_forward(
     and with `head` = (weight (E, H, 1), bias (E, 1, 1)), a one-output linear layer on h: q = h w + b (E, B),
     else None (a critic's last hidden layer and its Q head, in one pass over each row)."""
     e, b, h_dim, zse, zsb = _rows(z)
-    h = _new_rows(z)
+    h = torch.empty_like(z) if z.is_contiguous() else torch.empty(z.shape, dtype=torch.float32)  # the cheaper call
     stats = (e, b, 1) if z.dim() == 3 else (b, 1)  # as torch.native_layer_norm returns mean and rstd
     mean, rstd = torch.empty(stats, dtype=torch.float32), torch.empty(stats, dtype=torch.float32)
     q, head_pointers = _head(head, z, e, h_dim)
@@ -197,6 +192,11 @@ def _upstream(dh: torch.Tensor, row_scale: torch.Tensor | None, like: torch.Tens
     return (0 if dh.dim() == 2 else dh.stride(0)), dh.stride(-2), row_scale.data_ptr()
 
 
+def _head_grad(h: torch.Tensor) -> torch.Tensor:
+    """The buffer for a one-output head's weight gradient: (E, H, 1) like the critic head's weight, or (H, 1)."""
+    return torch.empty((*h.shape[:-2], h.shape[-1], 1), dtype=torch.float32)
+
+
 def ln_act_backward(
     dh: torch.Tensor, h: torch.Tensor, x: torch.Tensor, mean: torch.Tensor, rstd: torch.Tensor,
     gamma: torch.Tensor, act: str, grads: bool, row_scale: torch.Tensor | None = None, head_grad: bool = False
@@ -212,7 +212,7 @@ def ln_act_backward(
     if grads:
         dgamma, dbeta, dbias = torch.empty((3, *gamma.shape), dtype=torch.float32)  # unpacked: three views
         if head_grad:
-            dhead = torch.empty((e, h_dim, 1) if h.dim() == 3 else (h_dim, 1), dtype=torch.float32)
+            dhead = _head_grad(h)
         pointers = dgamma.data_ptr(), dbeta.data_ptr(), dbias.data_ptr(), None if dhead is None else dhead.data_ptr()
     else:
         dgamma = dbeta = dbias = None
@@ -233,8 +233,7 @@ def act_backward(dh: torch.Tensor, h: torch.Tensor, act: str, bias: torch.Tensor
     dhse, dhsb, scale = _upstream(dh, row_scale, h)
     dz = torch.empty_like(h)  # h is contiguous (`_upstream` checks)
     dbias = None if bias is None else torch.empty_like(bias)
-    dhead = (torch.empty((e, h_dim, 1) if h.dim() == 3 else (h_dim, 1), dtype=torch.float32)
-             if head_grad and bias is not None else None)
+    dhead = _head_grad(h) if head_grad and bias is not None else None
     _library().rs_act_backward(dh.data_ptr(), dhse, dhsb, scale, h.data_ptr(), dz.data_ptr(),
                                None if dbias is None else dbias.data_ptr(), None if dhead is None else dhead.data_ptr(),
                                0 if bias is None else _member_stride(bias, e), e, b, h_dim, ACT_CODES[act],

@@ -159,23 +159,17 @@ def critic_backward(
         dh, row_scale = dq.unsqueeze(-1) * dh, None
     for i in reversed(range(len(tape))):
         layer, (linear, norm) = tape[i], layers[i]
+        head_grad = fused and weights and i == len(tape) - 1  # the kernel also sums dq * h (the head's weights)
         if fused and norm is not None:
-            last = i == len(tape) - 1
             dz, dgamma, dbeta, dbias, dhead = fused_layers.ln_act_backward(
-                dh, layer.h, layer.z, layer.mean, layer.rstd, norm.weight, activation, weights, row_scale,
-                head_grad=weights and last)
+                dh, layer.h, layer.z, layer.mean, layer.rstd, norm.weight, activation, weights, row_scale, head_grad)
             if weights:
                 norm.weight.grad, norm.bias.grad, linear.bias.grad = dgamma, dbeta, dbias
-                if last:
-                    head.weight.grad = dhead
         elif fused:
-            last = i == len(tape) - 1
             dz, dbias, dhead = fused_layers.act_backward(dh, layer.h, activation, linear.bias if weights else None,
-                                                         row_scale, head_grad=weights and last)
+                                                         row_scale, head_grad)
             if weights:
                 linear.bias.grad = dbias
-                if last:
-                    head.weight.grad = dhead
         else:
             dz = ACTIVATION_BACKWARD[activation](dh, layer.h)
             if norm is not None:
@@ -187,6 +181,8 @@ def critic_backward(
                 )[0]
             if weights:
                 linear.bias.grad = dz.sum(1, keepdim=True)
+        if head_grad:
+            head.weight.grad = dhead
         if weights:
             # the first layer's input is shared by all members: (in, B) @ (E, B, h) broadcasts to (E, in, h)
             linear.weight.grad = torch.matmul(layer.x.transpose(-1, -2), dz)

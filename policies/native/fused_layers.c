@@ -92,6 +92,21 @@ static inline float row_sum_sq_dev(const float *x, float m, long n)
     return s;
 }
 
+/* A one-output linear head on the row h: h . w + b */
+static inline float head_out(const float *h, const float *w, float b, long n)
+{
+    float dot = 0.f;
+    row_sum(h, w, n, &dot);
+    return dot + b;
+}
+
+/* p += s * h (a column sum of the head's weight gradient) */
+static inline void add_scaled(float *p, float s, const float *h, long n)
+{
+#pragma omp simd
+    for (long j = 0; j < n; j++) p[j] += s * h[j];
+}
+
 /* Row r = e * B + b of a strided (E, B, H) tensor. */
 #define ROW(base, se, sb, r, B) ((base) + ((r) / (B)) * (se) + ((r) % (B)) * (sb))
 
@@ -143,11 +158,7 @@ void rs_ln_act_forward(float *z, long zse, long zsb, const float *bias, const fl
         }
         mean[r] = m;
         rstd[r] = rs;
-        if (head_w) {
-            float dot = 0.f;
-            row_sum(hr, head_w + e * hse, H, &dot);
-            q[r] = dot + head_b[e * hbse];
-        }
+        if (head_w) q[r] = head_out(hr, head_w + e * hse, head_b[e * hbse], H);
     }
 }
 
@@ -207,11 +218,7 @@ void rs_ln_act_backward(const float *dh, long dhse, long dhsb, const float *row_
                     p[j] += dy[j] * n[j];
                     p[H + j] += dy[j];
                 }
-                if (dhead_w) {
-                    const float s = row_scale ? row_scale[r] : 1.f, *hr = h + r * H;
-#pragma omp simd
-                    for (long j = 0; j < H; j++) p[3 * H + j] += s * hr[j];
-                }
+                if (dhead_w) add_scaled(p + 3 * H, row_scale ? row_scale[r] : 1.f, h + r * H, H);
             }
 #pragma omp simd
             for (long j = 0; j < H; j++) dxr[j] = rs * (dn[j] - a - n[j] * c);
@@ -254,11 +261,7 @@ void rs_act_forward(float *z, long zse, long zsb, const float *bias, long pse, c
                 x[j] = y > 0.f ? y : 0.f;
             }
         }
-        if (head_w) {
-            float dot = 0.f;
-            row_sum(x, head_w + e * hse, H, &dot);
-            q[r] = dot + head_b[e * hbse];
-        }
+        if (head_w) q[r] = head_out(x, head_w + e * hse, head_b[e * hbse], H);
     }
 }
 
@@ -283,10 +286,7 @@ void rs_act_backward(const float *dh, long dhse, long dhsb, const float *row_sca
                 const float *d = dz + r * H;
 #pragma omp simd
                 for (long j = 0; j < H; j++) p[j] += d[j];
-                if (dhead_w) {
-#pragma omp simd
-                    for (long j = 0; j < H; j++) p[H + j] += s * hr[j];
-                }
+                if (dhead_w) add_scaled(p + H, s, hr, H);
             }
         }
     }
